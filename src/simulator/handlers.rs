@@ -1,0 +1,307 @@
+//! The API's endpoints as the reference describes them, answered from the scenario.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+use super::paging::{self, Paging};
+use super::scenario::{Account, Image, Scenario, User};
+use super::{Shared, lock};
+use crate::timestamp::format_api;
+
+pub(super) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/accounts", get(list_accounts))
+        .route("/accounts/{account}/flexcloud/zone", get(list_zones))
+        .route("/accounts/{account}/flexcloud/images/detail", get(list_images_detail))
+        .route("/accounts/{account}/flexcloud/images", get(list_images_short))
+        .route("/accounts/{account}/flexcloud/images/{image}", get(show_image))
+        .route("/images/detail", get(list_own_images_detail))
+        .fallback(not_found)
+}
+
+/// The Basic-auth user name carried by a request, whatever its password.
+pub(super) fn basic_user(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+fn authenticate<'s>(scenario: &'s Scenario, headers: &HeaderMap) -> Result<&'s User, Response> {
+    basic_user(headers)
+        .and_then(|(name, password)| {
+            scenario
+                .users
+                .iter()
+                .find(|u| u.username == name && u.password == password)
+        })
+        .ok_or_else(unauthorized)
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"FlexCloud API\""), (header::CONTENT_TYPE, "text/plain")],
+        "This server could not verify that you are authorized to access the document you requested.",
+    )
+        .into_response()
+}
+
+/// The API's error object: `{"<kind>": {"message", "code", "details", ...}}`.
+pub(super) fn error_body(kind: &str, status: StatusCode, message: &str) -> Response {
+    let mut inner = json!({ "message": message, "code": status.as_u16(), "details": "" });
+    let id_key = if kind == "itemNotFound" { "guid" } else { "errorid" };
+    inner[id_key] = Value::String(pseudo_guid());
+    (status, Json(json!({ kind: inner }))).into_response()
+}
+
+fn pseudo_guid() -> String {
+    let n: u128 = rand::random();
+    let h = format!("{n:032x}");
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn item_not_found() -> Response {
+    error_body("itemNotFound", StatusCode::NOT_FOUND, "Resource not found")
+}
+
+fn can_read(user: &User, account: &str) -> bool {
+    user.accounts.iter().any(|a| a == "*" || a == account)
+}
+
+/// The account, or the documented 404 (unknown) / 403 (not this user's) answer.
+fn readable_account<'s>(scenario: &'s Scenario, user: &User, id: &str) -> Result<&'s Account, Response> {
+    let account = scenario.accounts.iter().find(|a| a.id == id).ok_or_else(item_not_found)?;
+    if !can_read(user, id) {
+        return Err(error_body("forbidden", StatusCode::FORBIDDEN, "forbidden"));
+    }
+    Ok(account)
+}
+
+/// Scheme, host and port the client used, for absolute links as the API sends them.
+fn origin(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+fn see_other(location: String) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
+}
+
+/// Applies the paging rule to `items` and wraps them under `key`; `links_when_whole`
+/// says whether an unpaged answer still carries an (empty) `links` array.
+fn paged(items: Vec<Value>, key: &str, req: &Request, links_when_whole: bool) -> Response {
+    let base = format!("{}{}", origin(req.headers()), req.uri().path());
+    match paging::decide(items.len(), &base, req.uri().query().unwrap_or("")) {
+        Paging::All => {
+            let mut body = Map::new();
+            body.insert(key.into(), Value::Array(items));
+            if links_when_whole {
+                body.insert("links".into(), Value::Array(vec![]));
+            }
+            Json(Value::Object(body)).into_response()
+        }
+        Paging::Page { range, links } => {
+            let page: Vec<Value> = items.into_iter().skip(range.start).take(range.len()).collect();
+            Json(json!({ key: page, "links": links })).into_response()
+        }
+        Paging::SeeOther(location) => see_other(location),
+        Paging::BadRequest(message) => error_body("badRequest", StatusCode::BAD_REQUEST, &message),
+    }
+}
+
+fn query_value(req: &Request, key: &str) -> Option<String> {
+    paging::form_pairs(req.uri().query().unwrap_or(""))
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+async fn list_accounts(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let fleet = lock(&shared.fleet);
+    let user = match authenticate(&fleet.scenario, req.headers()) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return error_body(
+            "unsupportedMediaType",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        );
+    }
+    let filter = query_value(&req, "filterStatus");
+    if let Some(f) = &filter {
+        if !["pending", "open", "suspended", "closed"].contains(&f.as_str()) {
+            return error_body("badRequest", StatusCode::BAD_REQUEST, "filterStatus is not a known status");
+        }
+    }
+    let origin = origin(req.headers());
+    let items = fleet
+        .scenario
+        .accounts
+        .iter()
+        .filter(|a| can_read(user, &a.id))
+        .filter(|a| filter.as_deref().is_none_or(|f| a.status == f))
+        .map(|a| {
+            json!({
+                "accountNumber": a.id,
+                "status": a.status,
+                "createdDate": a.created,
+                "currency": a.currency,
+                "links": [{ "rel": "self", "href": format!("{origin}/accounts/{}", a.id) }],
+            })
+        })
+        .collect();
+    paged(items, "list", &req, true)
+}
+
+async fn list_zones(State(shared): State<Arc<Shared>>, Path(account): Path<String>, req: Request) -> Response {
+    let fleet = lock(&shared.fleet);
+    let account = match authenticate(&fleet.scenario, req.headers())
+        .and_then(|user| readable_account(&fleet.scenario, user, &account))
+    {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let zones: Vec<Value> = account
+        .zones
+        .iter()
+        .map(|z| json!({ "zone": z.zone, "location": z.location }))
+        .collect();
+    Json(json!({ account.id.clone(): zones })).into_response()
+}
+
+/// Which image fields an answer carries.
+#[derive(Clone, Copy)]
+enum Shape {
+    Detail,
+    Short,
+}
+
+fn image_json(image: &Image, origin: &str, now: SystemTime, shape: Shape) -> Value {
+    let href = format!("{origin}/accounts/{}/flexcloud/images/{}/", image.account, image.id);
+    let mut obj = Map::new();
+    obj.insert("id".into(), json!(image.id));
+    obj.insert("name".into(), json!(image.name));
+    obj.insert(
+        "links".into(),
+        json!([{ "href": href, "rel": "self" }, { "href": href, "rel": "bookmark" }]),
+    );
+    if !image.legacy {
+        obj.insert("zones".into(), json!(image.zones));
+    }
+    if let Shape::Detail = shape {
+        let created = match image.age {
+            Some(age) => format_api(now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH)),
+            None => image.created.clone(),
+        };
+        obj.insert("status".into(), json!(image.status));
+        obj.insert("updated".into(), Value::Null);
+        obj.insert("created".into(), json!(created));
+        for (k, v) in &image.extra {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(obj)
+}
+
+fn matching_images(scenario: &Scenario, account: &str, req: &Request, shape: Shape) -> Vec<Value> {
+    let name = query_value(req, "name");
+    let status = query_value(req, "status");
+    let image_type = query_value(req, "type");
+    let zone = query_value(req, "zone");
+    let origin = origin(req.headers());
+    let now = SystemTime::now();
+    scenario
+        .images
+        .iter()
+        .filter(|i| i.account == account)
+        .filter(|i| name.as_deref().is_none_or(|n| i.name == n))
+        .filter(|i| status.as_deref().is_none_or(|s| i.status == s))
+        .filter(|i| image_type.as_deref().is_none_or(|t| i.image_type == t))
+        .filter(|i| zone.as_deref().is_none_or(|z| i.zones.iter().any(|iz| iz == z)))
+        .map(|i| image_json(i, &origin, now, shape))
+        .collect()
+}
+
+async fn list_images_detail(State(shared): State<Arc<Shared>>, Path(account): Path<String>, req: Request) -> Response {
+    list_images(&shared, Some(account), req, Shape::Detail)
+}
+
+async fn list_images_short(State(shared): State<Arc<Shared>>, Path(account): Path<String>, req: Request) -> Response {
+    list_images(&shared, Some(account), req, Shape::Short)
+}
+
+async fn list_own_images_detail(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    list_images(&shared, None, req, Shape::Detail)
+}
+
+fn list_images(shared: &Shared, account: Option<String>, req: Request, shape: Shape) -> Response {
+    let fleet = lock(&shared.fleet);
+    let scenario = &fleet.scenario;
+    let user = match authenticate(scenario, req.headers()) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    // The account-less form acts on the credentials' own (first readable) account.
+    let account = account.or_else(|| {
+        scenario
+            .accounts
+            .iter()
+            .find(|a| can_read(user, &a.id))
+            .map(|a| a.id.clone())
+    });
+    let Some(account) = account else {
+        return item_not_found();
+    };
+    if let Err(r) = readable_account(scenario, user, &account) {
+        return r;
+    }
+    let items = matching_images(scenario, &account, &req, shape);
+    paged(items, "images", &req, false)
+}
+
+async fn show_image(
+    State(shared): State<Arc<Shared>>,
+    Path((account, image)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let fleet = lock(&shared.fleet);
+    let scenario = &fleet.scenario;
+    if let Err(r) = authenticate(scenario, req.headers()).and_then(|u| readable_account(scenario, u, &account)) {
+        return r;
+    }
+    let image_id = image.trim_end_matches('/');
+    match scenario.images.iter().find(|i| i.account == account && i.id == image_id) {
+        Some(i) => Json(json!({ "image": image_json(i, &origin(req.headers()), SystemTime::now(), Shape::Detail) }))
+            .into_response(),
+        None => item_not_found(),
+    }
+}
+
+async fn not_found(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let fleet = lock(&shared.fleet);
+    if let Err(r) = authenticate(&fleet.scenario, &headers) {
+        return r;
+    }
+    item_not_found()
+}

@@ -1,0 +1,263 @@
+//! The fake FlexCloud API: scenario-driven, faithful to the reference's awkward parts.
+//!
+//! Tests start it with [`Simulator::start`] on a port-0 loopback listener and change it
+//! while it runs through the [`Simulator`] handle; the `simulate` subcommand serves a
+//! scenario file and takes changes on its admin endpoints under `/-/sim/`.
+
+mod admin;
+mod handlers;
+mod faults;
+mod paging;
+pub mod scenario;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+pub use scenario::{Fault, FaultAction, FleetSpec, Scenario, ScenarioError};
+
+/// How many requests the log keeps (the oldest go first).
+const REQUEST_LOG_CAPACITY: usize = 100_000;
+
+/// One request as the simulator saw it, for tests to check what the exporter sent.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RequestRecord {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// The user named in the `Authorization` header, if it carried Basic credentials.
+    pub user: Option<String>,
+    /// Whether any `Authorization` header was present.
+    pub sent_credentials: bool,
+}
+
+#[derive(Debug)]
+struct Fleet {
+    scenario: Scenario,
+    /// Uses left per fault, in scenario order (`None` = unlimited).
+    fault_budget: Vec<Option<u32>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    fleet: Mutex<Fleet>,
+    log: Mutex<VecDeque<RequestRecord>>,
+}
+
+/// A running simulator and the handle to change it.
+#[derive(Debug, Clone)]
+pub struct Simulator {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: Arc<Notify>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind, still usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Simulator {
+    /// Serves `scenario` on `listener` until [`Simulator::stop`] or drop of every handle's
+    /// task. The scenario is expanded (generated fleet) and validated first.
+    pub async fn start(scenario: Scenario, listener: TcpListener) -> Result<Self, ScenarioError> {
+        let scenario = scenario.expanded()?;
+        let addr = listener.local_addr().map_err(|source| ScenarioError::Read {
+            path: "listener".into(),
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            fleet: Mutex::new(Fleet::new(scenario)),
+            log: Mutex::new(VecDeque::new()),
+        });
+        let stop = Arc::new(Notify::new());
+        let router = router(shared.clone());
+        let task = tokio::spawn(serve(listener, router, stop.clone()));
+        Ok(Simulator {
+            shared,
+            addr,
+            stop,
+            task: Arc::new(Mutex::new(Some(task))),
+        })
+    }
+
+    /// Starts on a fresh loopback port.
+    pub async fn start_local(scenario: Scenario) -> Result<Self, ScenarioError> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|source| ScenarioError::Read {
+                path: "127.0.0.1:0".into(),
+                source,
+            })?;
+        Self::start(scenario, listener).await
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to give a client, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Replaces the whole scenario; fault budgets start afresh.
+    pub fn set_scenario(&self, scenario: Scenario) -> Result<(), ScenarioError> {
+        let scenario = scenario.expanded()?;
+        *lock(&self.shared.fleet) = Fleet::new(scenario);
+        Ok(())
+    }
+
+    /// Changes the scenario in place (faults keep their used-up budgets where they stay).
+    pub fn update(&self, change: impl FnOnce(&mut Scenario)) {
+        let mut fleet = lock(&self.shared.fleet);
+        change(&mut fleet.scenario);
+        fleet.reset_budgets();
+    }
+
+    /// Adds a fault at the end of the list.
+    pub fn add_fault(&self, fault: Fault) {
+        lock(&self.shared.fleet).push_fault(fault);
+    }
+
+    /// Removes every fault: the API is healthy again.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.fleet).clear_faults();
+    }
+
+    /// The scenario as it is now.
+    pub fn scenario(&self) -> Scenario {
+        lock(&self.shared.fleet).scenario.clone()
+    }
+
+    /// Every request seen so far (up to the log's capacity), oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.shared.log).iter().cloned().collect()
+    }
+
+    /// Forgets the requests seen so far.
+    pub fn clear_requests(&self) {
+        lock(&self.shared.log).clear();
+    }
+
+    /// Stops accepting connections and ends open ones.
+    pub async fn stop(&self) {
+        self.stop.notify_waiters();
+        let task = lock(&self.task).take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Fleet {
+    fn new(scenario: Scenario) -> Self {
+        let fault_budget = scenario.faults.iter().map(|f| f.times).collect();
+        Fleet {
+            scenario,
+            fault_budget,
+        }
+    }
+
+    fn push_fault(&mut self, fault: Fault) {
+        self.fault_budget.push(fault.times);
+        self.scenario.faults.push(fault);
+    }
+
+    fn clear_faults(&mut self) {
+        self.scenario.faults.clear();
+        self.fault_budget.clear();
+    }
+
+    fn reset_budgets(&mut self) {
+        self.fault_budget = self.scenario.faults.iter().map(|f| f.times).collect();
+    }
+
+    /// The first fault that matches and still has uses left; uses one.
+    fn take_fault(&mut self, path: &str, query: &str) -> Option<FaultAction> {
+        let index = self.scenario.faults.iter().enumerate().position(|(i, f)| {
+            f.matches(path, query) && self.fault_budget.get(i).copied().flatten() != Some(0)
+        })?;
+        if let Some(Some(left)) = self.fault_budget.get_mut(index) {
+            *left -= 1;
+        }
+        Some(self.scenario.faults[index].action.clone())
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    handlers::routes()
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), faults::inject))
+        .merge(admin::routes())
+        .with_state(shared)
+}
+
+/// Per-connection signal a handler uses to close its connection without answering.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionControl {
+    pub(crate) close: Arc<Notify>,
+    pub(crate) reset: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Accepts connections by hand (not `axum::serve`) so a fault can drop or reset the
+/// connection of the request it hits, which a handler alone cannot do.
+async fn serve(listener: TcpListener, router: Router, stop: Arc<Notify>) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.notified() => break,
+        };
+        let Ok((stream, _peer)) = accepted else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let control = ConnectionControl {
+            close: Arc::new(Notify::new()),
+            reset: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        let socket = socket2::SockRef::from(&stream).try_clone().ok();
+        let service = {
+            let control = control.clone();
+            let router = router.clone();
+            tower::ServiceExt::map_request(router, move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(control.clone());
+                req
+            })
+        };
+        connections.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            tokio::select! {
+                _ = conn => {}
+                () = control.close.notified() => {
+                    if control.reset.load(std::sync::atomic::Ordering::SeqCst) {
+                        if let Some(socket) = &socket {
+                            let _ = socket.set_linger(Some(std::time::Duration::ZERO));
+                        }
+                    }
+                }
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    connections.abort_all();
+}
+
+/// Records a request in the bounded log.
+fn record(shared: &Shared, record: RequestRecord) {
+    let mut log = lock(&shared.log);
+    if log.len() == REQUEST_LOG_CAPACITY {
+        log.pop_front();
+    }
+    log.push_back(record);
+}

@@ -1,0 +1,534 @@
+//! The scenario: users, accounts, images and behaviour knobs that drive the simulator.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Why a scenario cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("scenario is not valid JSON for the format: {0}")]
+    Parse(#[from] serde_json::Error),
+    #[error("scenario is inconsistent: {0}")]
+    Invalid(String),
+}
+
+/// Everything the simulator serves. Files use this JSON shape; tests use the builder
+/// methods. Unknown keys are rejected so that a typo in a scenario cannot go unnoticed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default)]
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub accounts: Vec<Account>,
+    #[serde(default)]
+    pub images: Vec<Image>,
+    #[serde(default)]
+    pub latency: Latency,
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    /// A generated fleet added to the listed accounts and images when loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate: Option<FleetSpec>,
+}
+
+/// A user of the API and the accounts it may read. The first readable account is the
+/// one `GET /images/detail` (the account-less form) acts on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub username: String,
+    pub password: String,
+    /// Account ids this user may read; `["*"]` means every account.
+    pub accounts: Vec<String>,
+}
+
+/// An account, as `GET /accounts` lists it, with its zones.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    pub id: String,
+    #[serde(default = "default_account_status")]
+    pub status: String,
+    #[serde(default = "default_created")]
+    pub created: String,
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    #[serde(default)]
+    pub zones: Vec<Zone>,
+}
+
+fn default_account_status() -> String {
+    "open".into()
+}
+fn default_created() -> String {
+    "2012-01-01T00:00:00".into()
+}
+fn default_currency() -> String {
+    "USD".into()
+}
+
+/// A zone of an account; a bare string in a file stands for the zone id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(from = "ZoneSpec")]
+pub struct Zone {
+    pub zone: String,
+    pub location: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ZoneSpec {
+    Id(String),
+    Full { zone: String, location: String },
+}
+
+impl From<ZoneSpec> for Zone {
+    fn from(spec: ZoneSpec) -> Self {
+        match spec {
+            ZoneSpec::Id(zone) => Zone::new(&zone),
+            ZoneSpec::Full { zone, location } => Zone { zone, location },
+        }
+    }
+}
+
+impl Zone {
+    pub fn new(zone: &str) -> Self {
+        Zone {
+            zone: zone.to_string(),
+            location: zone.to_ascii_lowercase().replace('-', "."),
+        }
+    }
+}
+
+/// An image. `image_type` is never sent (the API has no such field); it only decides
+/// which `type` filter finds the image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    pub id: String,
+    pub name: String,
+    pub account: String,
+    pub status: String,
+    #[serde(rename = "type")]
+    pub image_type: String,
+    /// A fixed creation time in the API's format; ignored when `age` is set.
+    #[serde(default = "default_created")]
+    pub created: String,
+    /// Age at the moment of each request, so "stuck in SAVING for 3 hours" stays true
+    /// however long the simulator runs.
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub age: Option<Duration>,
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// The older shape: no `zones` key in answers (the image still matches zone filters).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub legacy: bool,
+    /// Extra fields merged into every answer, to prove clients ignore unknown fields.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Added to every request: `fixed` plus a uniform draw from `0..=jitter`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Latency {
+    #[serde(default, with = "humantime_serde")]
+    pub fixed: Duration,
+    #[serde(default, with = "humantime_serde")]
+    pub jitter: Duration,
+}
+
+/// A fault injected on requests whose path matches `path` (`*` matches any run of
+/// characters, `/` included) and whose query contains `query`, at most `times` times.
+/// (Not `deny_unknown_fields`: serde cannot combine it with the flattened action.)
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Fault {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<u32>,
+    #[serde(flatten)]
+    pub action: FaultAction,
+}
+
+/// What a fault does instead of (or on top of) the normal answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FaultAction {
+    /// Any status with an optional body (default: the API's error object for it).
+    Status {
+        status: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after: Option<String>,
+    },
+    /// Waits, then answers normally (longer than the client's timeout to force one).
+    Delay {
+        #[serde(with = "humantime_serde")]
+        delay: Duration,
+    },
+    /// A 200 whose JSON stops in the middle.
+    MalformedJson,
+    /// A 200 that sends half its body, then closes although Content-Length promised more.
+    Truncated,
+    /// A 200 with an HTML page, as a proxy or login wall would send.
+    Html,
+    /// A 200 whose body is `bytes` long: valid-looking JSON that never ends in time.
+    Oversized { bytes: u64 },
+    /// The normal answer, sent `chunk_bytes` at a time with `interval` between chunks.
+    Drip {
+        #[serde(with = "humantime_serde")]
+        interval: Duration,
+        #[serde(default = "default_chunk_bytes")]
+        chunk_bytes: usize,
+    },
+    /// Closes the connection without answering.
+    DropConnection,
+    /// Resets the connection (TCP RST) without answering.
+    ResetConnection,
+    /// A 303 to `location`, e.g. another host that must never see the credentials.
+    Redirect { location: String },
+}
+
+fn default_chunk_bytes() -> usize {
+    16
+}
+
+/// A deterministic generated fleet: the same spec gives the same accounts and images.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSpec {
+    pub seed: u64,
+    pub accounts: usize,
+    pub zones_per_account: usize,
+    pub images_per_zone: usize,
+    /// Share of images in SAVING (the rest ACTIVE, with a few DELETED).
+    #[serde(default = "default_saving_share")]
+    pub saving_share: f64,
+    /// The user that may read every generated account.
+    pub user: String,
+    pub password: String,
+}
+
+fn default_saving_share() -> f64 {
+    0.02
+}
+
+impl Scenario {
+    /// Reads a scenario file and expands its generated fleet.
+    pub fn from_file(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_json(&text)
+    }
+
+    /// Parses a scenario and expands its generated fleet.
+    pub fn from_json(text: &str) -> Result<Self, ScenarioError> {
+        let scenario: Scenario = serde_json::from_str(text)?;
+        scenario.expanded()
+    }
+
+    /// The scenario with its `generate` section turned into accounts, images and a user,
+    /// checked for consistency.
+    pub fn expanded(mut self) -> Result<Self, ScenarioError> {
+        if let Some(spec) = self.generate.take() {
+            let fleet = generate_fleet(&spec);
+            self.users.extend(fleet.users);
+            self.accounts.extend(fleet.accounts);
+            self.images.extend(fleet.images);
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    fn validate(&self) -> Result<(), ScenarioError> {
+        let mut ids = BTreeSet::new();
+        for account in &self.accounts {
+            if !ids.insert(account.id.as_str()) {
+                return Err(ScenarioError::Invalid(format!(
+                    "account {} is listed twice",
+                    account.id
+                )));
+            }
+        }
+        for image in &self.images {
+            if !ids.contains(image.account.as_str()) {
+                return Err(ScenarioError::Invalid(format!(
+                    "image {} belongs to unknown account {}",
+                    image.id, image.account
+                )));
+            }
+        }
+        for fault in &self.faults {
+            if let FaultAction::Status { status, .. } = fault.action {
+                if !(100..=999).contains(&status) {
+                    return Err(ScenarioError::Invalid(format!(
+                        "fault on {} has status {status}, not an HTTP status",
+                        fault.path
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a user that may read the given accounts (`"*"` for all).
+    pub fn user(mut self, username: &str, password: &str, accounts: &[&str]) -> Self {
+        self.users.push(User {
+            username: username.into(),
+            password: password.into(),
+            accounts: accounts.iter().map(|a| a.to_string()).collect(),
+        });
+        self
+    }
+
+    /// Adds an open account with the given zone ids.
+    pub fn account(self, id: &str, zones: &[&str]) -> Self {
+        self.account_with_status(id, "open", zones)
+    }
+
+    /// Adds an account with a status (`pending`, `open`, `suspended`, `closed`).
+    pub fn account_with_status(mut self, id: &str, status: &str, zones: &[&str]) -> Self {
+        self.accounts.push(Account {
+            id: id.into(),
+            status: status.into(),
+            created: default_created(),
+            currency: default_currency(),
+            zones: zones.iter().map(|z| Zone::new(z)).collect(),
+        });
+        self
+    }
+
+    /// Adds an image with the default name, creation time and shape.
+    pub fn image(self, account: &str, id: &str, status: &str, image_type: &str, zones: &[&str]) -> Self {
+        self.image_with(account, id, status, image_type, zones, |i| i)
+    }
+
+    /// Adds an image and lets `refine` set its optional parts.
+    pub fn image_with(
+        mut self,
+        account: &str,
+        id: &str,
+        status: &str,
+        image_type: &str,
+        zones: &[&str],
+        refine: impl FnOnce(Image) -> Image,
+    ) -> Self {
+        let image = Image {
+            id: id.into(),
+            name: format!("image-{id}"),
+            account: account.into(),
+            status: status.into(),
+            image_type: image_type.into(),
+            created: default_created(),
+            age: None,
+            zones: zones.iter().map(|z| z.to_string()).collect(),
+            legacy: false,
+            extra: serde_json::Map::new(),
+        };
+        self.images.push(refine(image));
+        self
+    }
+
+    /// Sets the latency knob.
+    pub fn latency(mut self, fixed: Duration, jitter: Duration) -> Self {
+        self.latency = Latency { fixed, jitter };
+        self
+    }
+
+    /// Adds a fault.
+    pub fn fault(mut self, fault: Fault) -> Self {
+        self.faults.push(fault);
+        self
+    }
+}
+
+impl Fault {
+    /// A fault on every request whose path matches `path`.
+    pub fn on(path: &str, action: FaultAction) -> Self {
+        Fault {
+            path: path.into(),
+            query: None,
+            times: None,
+            action,
+        }
+    }
+
+    /// Limits the fault to requests whose query string contains `query`.
+    pub fn with_query(mut self, query: &str) -> Self {
+        self.query = Some(query.into());
+        self
+    }
+
+    /// Limits the fault to its first `times` matching requests.
+    pub fn times(mut self, times: u32) -> Self {
+        self.times = Some(times);
+        self
+    }
+
+    /// Whether a request path and query fall under this fault.
+    pub fn matches(&self, path: &str, query: &str) -> bool {
+        glob_match(&self.path, path) && self.query.as_deref().is_none_or(|q| query.contains(q))
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else {
+        return text.is_empty();
+    };
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let tail: Vec<&str> = parts.collect();
+    let Some((last, middle)) = tail.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+struct Fleet {
+    users: Vec<User>,
+    accounts: Vec<Account>,
+    images: Vec<Image>,
+}
+
+const REGIONS: [&str; 8] = ["TAMPA", "AUSTIN", "CHICAGO", "DALLAS", "LONDON", "AMSTERDAM", "TORONTO", "SYDNEY"];
+const IMAGE_NAMES: [&str; 8] = ["debian", "ubuntu", "centos", "windows", "web", "db", "cache", "backup"];
+
+/// Generates a fleet from a seed with a portable generator (ChaCha8), so the same spec
+/// gives the same bytes on every machine.
+fn generate_fleet(spec: &FleetSpec) -> Fleet {
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    let mut accounts = Vec::with_capacity(spec.accounts);
+    let mut images = Vec::with_capacity(spec.accounts * spec.zones_per_account * spec.images_per_zone);
+    let mut next_image = 100_000u64;
+    for a in 0..spec.accounts {
+        let id = format!("acct{a:05}");
+        let zones: Vec<Zone> = (0..spec.zones_per_account)
+            .map(|z| Zone::new(&format!("US-{}-{:02}", REGIONS[z % REGIONS.len()], z / REGIONS.len() + 1)))
+            .collect();
+        for zone in &zones {
+            for _ in 0..spec.images_per_zone {
+                next_image += 1;
+                let roll: f64 = rng.random();
+                let status = if roll < spec.saving_share {
+                    "SAVING"
+                } else if roll < spec.saving_share + 0.05 {
+                    "DELETED"
+                } else {
+                    "ACTIVE"
+                };
+                let image_type = if rng.random_bool(0.3) { "BASE" } else { "SERVER" };
+                let name = IMAGE_NAMES[rng.random_range(0..IMAGE_NAMES.len())];
+                let day = rng.random_range(1..=28);
+                let hour = rng.random_range(0..24);
+                images.push(Image {
+                    id: next_image.to_string(),
+                    name: format!("{name}-{next_image}"),
+                    account: id.clone(),
+                    status: status.into(),
+                    image_type: image_type.into(),
+                    created: format!("2026-10-{day:02}T{hour:02}:00:00"),
+                    age: (status == "SAVING").then(|| Duration::from_secs(rng.random_range(60..4 * 3600))),
+                    zones: vec![zone.zone.clone()],
+                    legacy: false,
+                    extra: serde_json::Map::new(),
+                });
+            }
+        }
+        accounts.push(Account {
+            id,
+            status: "open".into(),
+            created: default_created(),
+            currency: default_currency(),
+            zones,
+        });
+    }
+    Fleet {
+        users: vec![User {
+            username: spec.user.clone(),
+            password: spec.password.clone(),
+            accounts: vec!["*".into()],
+        }],
+        accounts,
+        images,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_like_a_shell_star() {
+        assert!(glob_match("/accounts", "/accounts"));
+        assert!(!glob_match("/accounts", "/accounts/x"));
+        assert!(glob_match("/accounts/*", "/accounts/a/flexcloud/zone"));
+        assert!(glob_match("/accounts/*/flexcloud/zone", "/accounts/a/flexcloud/zone"));
+        assert!(!glob_match("/accounts/*/flexcloud/zone", "/accounts/a/flexcloud/images"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("*detail", "/images/detail"));
+        assert!(!glob_match("a*a", "a"));
+    }
+
+    #[test]
+    fn generated_fleet_is_deterministic_and_sized() {
+        let spec = FleetSpec {
+            seed: 7,
+            accounts: 3,
+            zones_per_account: 2,
+            images_per_zone: 5,
+            saving_share: 0.2,
+            user: "u".into(),
+            password: "p".into(),
+        };
+        let a = serde_json::to_string(&Scenario { generate: Some(spec.clone()), ..Default::default() }.expanded().unwrap()).unwrap();
+        let b = serde_json::to_string(&Scenario { generate: Some(spec), ..Default::default() }.expanded().unwrap()).unwrap();
+        assert_eq!(a, b);
+        let s: Scenario = serde_json::from_str(&a).unwrap();
+        assert_eq!(s.accounts.len(), 3);
+        assert_eq!(s.images.len(), 30);
+    }
+
+    #[test]
+    fn unknown_keys_and_dangling_images_are_rejected() {
+        assert!(matches!(Scenario::from_json(r#"{"acounts": []}"#), Err(ScenarioError::Parse(_))));
+        let dangling = r#"{"images": [{"id": "1", "name": "n", "account": "nobody", "status": "ACTIVE", "type": "BASE"}]}"#;
+        assert!(matches!(Scenario::from_json(dangling), Err(ScenarioError::Invalid(_))));
+    }
+
+    #[test]
+    fn zones_accept_bare_ids() {
+        let s = Scenario::from_json(r#"{"accounts": [{"id": "a", "zones": ["US-TAMPA-1", {"zone": "Z", "location": "z.loc"}]}]}"#).unwrap();
+        assert_eq!(s.accounts[0].zones[0], Zone { zone: "US-TAMPA-1".into(), location: "us.tampa.1".into() });
+        assert_eq!(s.accounts[0].zones[1].location, "z.loc");
+    }
+}
