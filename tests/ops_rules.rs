@@ -1,0 +1,408 @@
+//! The bundled alert rules and the dashboards' PromQL, checked as Prometheus would take them.
+//!
+//! Conventions (names, labels, annotations, a runbook section per alert, a firing and a quiet
+//! unit test per alert) are checked always. The checks that run promtool are ignored unless
+//! asked for (`cargo test --test ops_rules -- --include-ignored`): `promtool check rules`,
+//! `promtool test rules alerts/tests/*.yml`, and every dashboard expression, with its
+//! template variables filled in, parsed as a recording rule.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+const RULES: &str = "alerts/flexcloud-exporter.rules.yml";
+const RULE_TESTS: &str = "alerts/tests";
+const RUNBOOK: &str = "docs/runbook.md";
+const SEVERITIES: &[&str] = &["critical", "warning", "info"];
+
+/// What Grafana puts in for its built-in interval variables, as promtool needs a duration.
+const GLOBAL_VARIABLES: &[(&str, &str)] = &[
+    ("__rate_interval", "1m"),
+    ("__interval", "1m"),
+    ("__range", "1h"),
+];
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn files_in(dir: &str, extension: &str) -> Vec<PathBuf> {
+    let dir = repo(dir);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| {
+            entry
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .path()
+        })
+        .filter(|path| path.extension().is_some_and(|ext| ext == extension))
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "no .{extension} files in {}",
+        dir.display()
+    );
+    files
+}
+
+/// The lines of one YAML list item: from `- key: ...` to the next line indented no deeper
+/// than its dash. Enough structure for the conventions below; promtool reads the real YAML.
+fn list_items<'a>(text: &'a str, first_key: &str) -> Vec<Vec<&'a str>> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut items = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let dash = line.len() - line.trim_start().len();
+        if !line.trim_start().starts_with(&format!("- {first_key}:")) {
+            i += 1;
+            continue;
+        }
+        let mut end = i + 1;
+        while end < lines.len() {
+            let next = lines[end];
+            let trimmed = next.trim_start();
+            let indent = next.len() - trimmed.len();
+            if !trimmed.is_empty() && !trimmed.starts_with('#') && indent <= dash {
+                break;
+            }
+            end += 1;
+        }
+        items.push(lines[i..end].to_vec());
+        i = end;
+    }
+    items
+}
+
+/// The value of the first `key: value` among the lines, unquoted.
+fn value<'a>(lines: &[&'a str], key: &str) -> Option<&'a str> {
+    lines.iter().find_map(|line| {
+        let rest = line.trim_start().trim_start_matches("- ");
+        let found = rest.strip_prefix(key)?.strip_prefix(':')?.trim();
+        Some(found.trim_matches('"').trim_matches('\''))
+    })
+}
+
+struct Alert {
+    name: String,
+    severity: String,
+    annotations: BTreeSet<String>,
+    runbook_url: String,
+}
+
+fn alerts() -> Vec<Alert> {
+    let text = read(&repo(RULES));
+    let alerts: Vec<Alert> = list_items(&text, "alert")
+        .into_iter()
+        .map(|lines| {
+            let annotations = ["summary", "description", "runbook_url"]
+                .into_iter()
+                .filter(|key| value(&lines, key).is_some_and(|v| !v.is_empty()))
+                .map(String::from)
+                .collect();
+            Alert {
+                name: value(&lines, "alert").unwrap_or_default().to_string(),
+                severity: value(&lines, "severity").unwrap_or_default().to_string(),
+                annotations,
+                runbook_url: value(&lines, "runbook_url").unwrap_or_default().to_string(),
+            }
+        })
+        .collect();
+    assert!(!alerts.is_empty(), "no alerts found in {RULES}");
+    alerts
+}
+
+fn is_camel_case(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_uppercase())
+        && name.chars().all(|c| c.is_ascii_alphanumeric())
+        && name.chars().any(|c| c.is_ascii_lowercase())
+}
+
+#[test]
+fn alerts_are_camel_case_with_severity_summary_description_and_runbook() {
+    let mut problems = Vec::new();
+    let mut names = BTreeSet::new();
+    for alert in alerts() {
+        let name = &alert.name;
+        if !is_camel_case(name) || !name.starts_with("Flexcloud") {
+            problems.push(format!("{name:?} is not CamelCase starting with Flexcloud"));
+        }
+        if !names.insert(name.clone()) {
+            problems.push(format!("{name} is defined twice"));
+        }
+        if !SEVERITIES.contains(&alert.severity.as_str()) {
+            problems.push(format!(
+                "{name}: severity {:?} is not one of {SEVERITIES:?}",
+                alert.severity
+            ));
+        }
+        for annotation in ["summary", "description", "runbook_url"] {
+            if !alert.annotations.contains(annotation) {
+                problems.push(format!("{name}: no {annotation} annotation"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{RULES}:\n  {}", problems.join("\n  "));
+}
+
+/// GitHub's anchor for a Markdown heading: lower case, spaces to dashes, punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_alert_links_its_own_runbook_section() {
+    let runbook = read(&repo(RUNBOOK));
+    let anchors: BTreeSet<String> = runbook
+        .lines()
+        .filter_map(|line| line.strip_prefix("## "))
+        .map(anchor)
+        .collect();
+    let mut problems = Vec::new();
+    for alert in alerts() {
+        let expected = format!("{RUNBOOK}#{}", anchor(&alert.name));
+        if alert.runbook_url != expected {
+            problems.push(format!(
+                "{}: runbook_url {:?}, want {expected:?}",
+                alert.name, alert.runbook_url
+            ));
+        }
+        if !anchors.contains(&anchor(&alert.name)) {
+            problems.push(format!(
+                "{}: no `## {}` section in {RUNBOOK}",
+                alert.name, alert.name
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn every_alert_is_unit_tested_firing_and_quiet() {
+    let mut firing = BTreeSet::new();
+    let mut quiet = BTreeSet::new();
+    for path in files_in(RULE_TESTS, "yml") {
+        let text = read(&path);
+        let cases = list_items(&text, "eval_time")
+            .into_iter()
+            .chain(list_items(&text, "alertname"));
+        for lines in cases {
+            let Some(name) = value(&lines, "alertname") else {
+                continue;
+            };
+            let expects_alerts = lines
+                .iter()
+                .any(|l| l.trim_start().starts_with("- exp_labels:"));
+            if expects_alerts {
+                &mut firing
+            } else {
+                &mut quiet
+            }
+            .insert(name.to_string());
+        }
+    }
+    let mut problems = Vec::new();
+    for alert in alerts() {
+        if !firing.contains(&alert.name) {
+            problems.push(format!("{} has no test where it fires", alert.name));
+        }
+        if !quiet.contains(&alert.name) {
+            problems.push(format!("{} has no test where it stays quiet", alert.name));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{RULE_TESTS}:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+/// Runs promtool in the repository root: whether it succeeded, and everything it printed.
+fn run_promtool(args: &[&str]) -> (bool, String) {
+    let output = Command::new("promtool")
+        .args(args)
+        .current_dir(repo("."))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run promtool (install the Debian package `prometheus`): {e}")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn promtool(args: &[&str]) -> String {
+    let (ok, text) = run_promtool(args);
+    assert!(ok, "promtool {} failed:\n{text}", args.join(" "));
+    text
+}
+
+#[test]
+#[ignore = "needs promtool"]
+fn promtool_accepts_the_rules() {
+    let out = promtool(&["check", "rules", RULES]);
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+#[ignore = "needs promtool"]
+fn promtool_unit_tests_pass() {
+    let tests: Vec<String> = files_in(RULE_TESTS, "yml")
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let mut args = vec!["test", "rules"];
+    args.extend(tests.iter().map(String::as_str));
+    let out = promtool(&args);
+    assert_eq!(out.matches("SUCCESS").count(), tests.len(), "{out}");
+}
+
+/// `text` with every `$name` and `${name}` replaced from `values`; panics on an unknown name.
+fn substitute(text: &str, values: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        let braced = rest.starts_with('{');
+        let body = if braced { &rest[1..] } else { rest };
+        let len = body
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(body.len());
+        let name = &body[..len];
+        let value = values
+            .get(name)
+            .unwrap_or_else(|| panic!("unknown variable ${name} in {text}"));
+        out.push_str(value);
+        rest = &body[len + usize::from(braced)..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every query of one dashboard with its variables set as Grafana sets them for "All".
+fn dashboard_queries(path: &Path) -> Vec<(String, String)> {
+    let dashboard: Value =
+        serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut values: BTreeMap<String, String> = GLOBAL_VARIABLES
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for v in &variables {
+        let all = v["allValue"].as_str().unwrap_or(".*");
+        values.insert(
+            v["name"].as_str().unwrap_or_default().to_string(),
+            all.to_string(),
+        );
+    }
+    let mut queries = Vec::new();
+    for v in &variables {
+        if let Some(selector) = v["query"]
+            .as_str()
+            .and_then(|q| q.strip_prefix("label_values("))
+            .and_then(|q| q.rsplit_once(','))
+            .map(|(selector, _)| selector)
+        {
+            let place = format!("variable {}", v["name"]);
+            queries.push((place, substitute(selector, &values)));
+        }
+    }
+    let mut panels: Vec<&Value> = Vec::new();
+    for panel in dashboard["panels"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        panels.push(panel);
+        panels.extend(panel["panels"].as_array().map(Vec::as_slice).unwrap_or(&[]));
+    }
+    for panel in panels {
+        for target in panel["targets"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            if let Some(expr) = target["expr"].as_str() {
+                let place = format!("panel {} target {}", panel["title"], target["refId"]);
+                queries.push((place, substitute(expr, &values)));
+            }
+        }
+    }
+    queries
+}
+
+#[test]
+fn dashboard_variables_are_substituted_like_grafana_all() {
+    let values = BTreeMap::from([
+        ("job".to_string(), ".+".to_string()),
+        ("__rate_interval".to_string(), "1m".to_string()),
+    ]);
+    assert_eq!(
+        substitute(r#"rate(x{job=~"$job"}[${__rate_interval}])"#, &values),
+        r#"rate(x{job=~".+"}[1m])"#
+    );
+    let all: Vec<(String, String)> = files_in("dashboards", "json")
+        .iter()
+        .flat_map(|path| dashboard_queries(path))
+        .collect();
+    assert!(all.iter().all(|(_, q)| !q.contains('$')), "{all:?}");
+}
+
+#[test]
+#[ignore = "needs promtool"]
+fn dashboard_queries_parse_as_promql() {
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ops_rules");
+    fs::create_dir_all(&scratch).unwrap_or_else(|e| panic!("{}: {e}", scratch.display()));
+    for path in files_in("dashboards", "json") {
+        let file_name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let queries = dashboard_queries(&path);
+        let rules: Vec<Value> = queries
+            .iter()
+            .enumerate()
+            .map(|(i, (_, expr))| json!({ "record": format!("dashboard:query_{i}:expr"), "expr": expr }))
+            .collect();
+        // YAML is a superset of JSON, so promtool reads this as a rules file.
+        let file = scratch.join(format!("{file_name}.rules.yml"));
+        let groups = json!({ "groups": [{ "name": file_name, "rules": rules }] });
+        fs::write(&file, groups.to_string()).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let (ok, out) = run_promtool(&["check", "rules", &file.to_string_lossy()]);
+        let places: Vec<String> = queries
+            .iter()
+            .enumerate()
+            .map(|(i, (place, expr))| format!("query_{i}: {place}: {expr}"))
+            .collect();
+        assert!(
+            ok && out.contains(&format!("SUCCESS: {} rules found", queries.len())),
+            "{file_name}:\n{out}\nwhere\n  {}",
+            places.join("\n  ")
+        );
+    }
+}
