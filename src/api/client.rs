@@ -1,0 +1,403 @@
+//! The HTTP side of the API: authentication, paging, retries, limits and request metrics.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use reqwest::{Response, Url};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+
+use super::error::{ApiError, InvalidReason};
+use super::model::{self, AccountPage, ImageEntry, ImagePage, ZoneMap};
+use super::{Endpoint, ImageType};
+use crate::metrics::ApiMetrics;
+
+/// Pages followed for one list at most; a list that goes on is treated as broken.
+const MAX_PAGES: usize = 1000;
+/// How much of an error body is read to find the API's error kind.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// What the client needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub base_url: Url,
+    pub username: String,
+    pub password: SecretString,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub concurrency: usize,
+    /// Retries of one request after its first attempt.
+    pub max_retries: usize,
+    /// Total waiting between retries of one request, `Retry-After` included; keeps a
+    /// cycle inside its interval.
+    pub retry_budget: Duration,
+}
+
+/// An answer the caller can use: a body, or a redirect to follow.
+enum Reply {
+    Body(Bytes),
+    SeeOther(String),
+}
+
+/// The FlexCloud API client. One per process; cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    settings: ClientSettings,
+    limiter: Semaphore,
+    metrics: ApiMetrics,
+    /// Set by a 401 so the rejected credentials are not sent again in this cycle.
+    suspended: AtomicBool,
+}
+
+impl ApiClient {
+    pub fn new(settings: ClientSettings, metrics: ApiMetrics) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("flexcloud-exporter/", env!("CARGO_PKG_VERSION")))
+            .timeout(settings.timeout)
+            .connect_timeout(settings.connect_timeout)
+            .read_timeout(settings.read_timeout)
+            // Redirects are followed by hand so credentials never leave the API's origin.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(ApiError::Build)?;
+        Ok(ApiClient {
+            http,
+            limiter: Semaphore::new(settings.concurrency.max(1)),
+            settings,
+            metrics,
+            suspended: AtomicBool::new(false),
+        })
+    }
+
+    /// Stops sending the credentials until [`ApiClient::resume_credentials`].
+    pub fn suspend_credentials(&self) {
+        self.suspended.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets the credentials be sent again (called at the start of each cycle).
+    pub fn resume_credentials(&self) {
+        self.suspended.store(false, Ordering::SeqCst);
+    }
+
+    /// Every `open` account the credentials can read, across all pages.
+    pub async fn list_open_accounts(&self) -> Result<Vec<String>, ApiError> {
+        let mut accounts = Vec::new();
+        self.fetch_pages(Endpoint::Accounts, "", "accounts", &[("filterStatus", "open")], |body| {
+            let page: AccountPage = parse(body)?;
+            accounts.extend(
+                page.list
+                    .iter()
+                    // The filter was sent; a server that ignores it must not add others.
+                    .filter(|a| a.status.as_deref().is_none_or(|s| s.eq_ignore_ascii_case("open")))
+                    .map(|a| a.account_number.to_string()),
+            );
+            Ok(model::next_link(&page.links).map(String::from))
+        })
+        .await?;
+        Ok(accounts)
+    }
+
+    /// The zone ids of one account.
+    pub async fn list_zones(&self, account: &str) -> Result<Vec<String>, ApiError> {
+        let path = format!("accounts/{}/flexcloud/zone", encode_segment(account));
+        let mut zones = Vec::new();
+        self.fetch_pages(Endpoint::Zones, account, &path, &[], |body| {
+            let map: ZoneMap = parse(body)?;
+            let entry = map.get(account).ok_or(ApiError::Invalid {
+                status: 200,
+                reason: InvalidReason::MissingAccount,
+            })?;
+            zones.extend(entry.iter().map(|z| z.zone.to_string()));
+            Ok(None)
+        })
+        .await?;
+        Ok(zones)
+    }
+
+    /// Calls `on_image` for every image of one account, zone and type, across pages.
+    pub async fn list_images(
+        &self,
+        account: &str,
+        zone: &str,
+        image_type: ImageType,
+        mut on_image: impl FnMut(&ImageEntry<'_>),
+    ) -> Result<(), ApiError> {
+        let path = format!("accounts/{}/flexcloud/images/detail", encode_segment(account));
+        let query = [("zone", zone), ("type", image_type.as_str())];
+        self.fetch_pages(Endpoint::ImagesDetail, account, &path, &query, |body| {
+            let page: ImagePage = parse(body)?;
+            page.images.iter().for_each(&mut on_image);
+            Ok(model::next_link(&page.links).map(String::from))
+        })
+        .await
+    }
+
+    /// Requests `path` and follows 303s and `next` links until the list ends.
+    async fn fetch_pages(
+        &self,
+        endpoint: Endpoint,
+        account: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        mut on_page: impl FnMut(&[u8]) -> Result<Option<String>, ApiError>,
+    ) -> Result<(), ApiError> {
+        let mut url = self.settings.base_url.join(path).map_err(|_| ApiError::Invalid {
+            status: 0,
+            reason: InvalidReason::BadRedirect,
+        })?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let mut seen = HashSet::new();
+        while seen.len() < MAX_PAGES {
+            if !seen.insert(url.to_string()) {
+                break;
+            }
+            url = match self.get(endpoint, account, &url).await? {
+                Reply::SeeOther(location) => page_url(&url, &location, 303)?,
+                Reply::Body(body) => match on_page(&body)? {
+                    Some(next) => page_url(&url, &next, 200)?,
+                    None => return Ok(()),
+                },
+            };
+        }
+        Err(ApiError::Invalid {
+            status: 200,
+            reason: InvalidReason::EndlessPaging(MAX_PAGES),
+        })
+    }
+
+    /// One GET with retries on transient failures, within the retry budget.
+    async fn get(&self, endpoint: Endpoint, account: &str, url: &Url) -> Result<Reply, ApiError> {
+        let backoff = ExponentialBuilder::new()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(self.settings.retry_budget)
+            .with_max_times(self.settings.max_retries)
+            .with_total_delay(Some(self.settings.retry_budget));
+        let budget = self.settings.retry_budget;
+        (|| self.get_once(endpoint, account, url))
+            .retry(backoff)
+            .when(is_transient)
+            .adjust(move |error, delay| match retry_after(error) {
+                // The server's wish wins over our backoff, unless it asks for longer than
+                // the budget: then give up now rather than overrun the cycle.
+                Some(wait) if wait <= budget => Some(wait),
+                Some(_) => None,
+                None => delay,
+            })
+            .notify(|error, delay| {
+                tracing::debug!(endpoint = endpoint.as_str(), account_id = account, error = %error, ?delay, "retrying API request");
+            })
+            .await
+    }
+
+    async fn get_once(&self, endpoint: Endpoint, account: &str, url: &Url) -> Result<Reply, ApiError> {
+        if self.suspended.load(Ordering::SeqCst) {
+            return Err(ApiError::CredentialsSuspended);
+        }
+        // The semaphore is never closed, so acquiring only waits.
+        let _permit = self.limiter.acquire().await.ok();
+        let started = Instant::now();
+        let result = self.exchange(url).await;
+        let code = match &result {
+            Ok(Reply::Body(_)) => "200".into(),
+            Ok(Reply::SeeOther(_)) => "303".into(),
+            Err(e) => e.code(),
+        };
+        self.metrics.observe_request(account, endpoint, &code, started.elapsed());
+        if matches!(&result, Err(e) if e.is_unauthorized()) {
+            self.suspended.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
+    async fn exchange(&self, url: &Url) -> Result<Reply, ApiError> {
+        let response = self
+            .http
+            .get(url.clone())
+            .basic_auth(&self.settings.username, Some(self.settings.password.expose_secret()))
+            .header(ACCEPT, "application/json")
+            .header(CONTENT_TYPE, "application/json")
+            .send()
+            .await
+            .map_err(|e| classify(e, 0))?;
+        let status = response.status().as_u16();
+        match status {
+            200 => Ok(Reply::Body(read_capped(response, self.settings.max_body_bytes).await?)),
+            301 | 302 | 303 | 307 | 308 => response
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(|l| Reply::SeeOther(l.to_string()))
+                .ok_or(ApiError::Invalid {
+                    status,
+                    reason: InvalidReason::BadRedirect,
+                }),
+            _ => {
+                let retry_after = response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after);
+                let body = read_capped(response, ERROR_BODY_LIMIT).await.unwrap_or_default();
+                Err(ApiError::Status {
+                    status,
+                    kind: model::error_kind(&body),
+                    retry_after,
+                })
+            }
+        }
+    }
+}
+
+fn parse<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::Invalid {
+        status: 200,
+        reason: InvalidReason::Json(e),
+    })
+}
+
+/// Reads a body in chunks, stopping as soon as it passes `limit`, so a huge or endless
+/// body costs at most `limit` bytes of memory.
+async fn read_capped(mut response: Response, limit: usize) -> Result<Bytes, ApiError> {
+    let status = response.status().as_u16();
+    let too_large = || ApiError::Invalid {
+        status,
+        reason: InvalidReason::TooLarge { limit },
+    };
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::with_capacity(response.content_length().unwrap_or(8192).min(limit as u64) as usize);
+    while let Some(chunk) = response.chunk().await.map_err(|e| classify(e, status))? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn classify(error: reqwest::Error, status: u16) -> ApiError {
+    let error = error.without_url();
+    if error.is_timeout() {
+        ApiError::Timeout(error)
+    } else if status != 0 && (error.is_body() || error.is_decode() || error.is_request()) {
+        ApiError::Invalid {
+            status,
+            reason: InvalidReason::Body(error),
+        }
+    } else {
+        ApiError::Connect(error)
+    }
+}
+
+/// The next page's URL: the current request with the `page` and `pageSize` that the
+/// server's Location or `next` link names. Only the paging parameters are taken from
+/// the server, so the credentials only ever go to the configured API origin, whatever
+/// host a redirect or link names.
+fn page_url(current: &Url, target: &str, status: u16) -> Result<Url, ApiError> {
+    let bad = || ApiError::Invalid {
+        status,
+        reason: InvalidReason::BadRedirect,
+    };
+    let resolved = current.join(target).map_err(|_| bad())?;
+    let paging: Vec<(String, String)> = resolved
+        .query_pairs()
+        .filter(|(k, _)| k == "page" || k == "pageSize")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if !paging.iter().any(|(k, _)| k == "page") {
+        return Err(bad());
+    }
+    let kept: Vec<(String, String)> = current
+        .query_pairs()
+        .filter(|(k, _)| k != "page" && k != "pageSize")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut next = current.clone();
+    next.query_pairs_mut().clear().extend_pairs(kept).extend_pairs(paging);
+    Ok(next)
+}
+
+fn is_transient(error: &ApiError) -> bool {
+    match error {
+        ApiError::Timeout(_) | ApiError::Connect(_) => true,
+        ApiError::Status { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+        _ => false,
+    }
+}
+
+fn retry_after(error: &ApiError) -> Option<Duration> {
+    match error {
+        ApiError::Status { retry_after, .. } => *retry_after,
+        _ => None,
+    }
+}
+
+/// `Retry-After` is either delay seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// An account id as one path segment, whatever characters it holds.
+fn encode_segment(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_url_keeps_filters_and_takes_only_paging_from_the_server() {
+        let current = Url::parse("https://api.example.com/accounts/a/flexcloud/images/detail?zone=Z&type=BASE").unwrap();
+        let next = page_url(&current, "https://evil.example.net/steal?page=2&pageSize=100&zone=X", 200).unwrap();
+        assert_eq!(
+            next.as_str(),
+            "https://api.example.com/accounts/a/flexcloud/images/detail?zone=Z&type=BASE&page=2&pageSize=100"
+        );
+        let relative = page_url(&next, "?page=3&pageSize=100", 200).unwrap();
+        assert!(relative.as_str().ends_with("?zone=Z&type=BASE&page=3&pageSize=100"));
+        assert!(page_url(&current, "https://evil.example.net/steal", 303).is_err());
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn account_ids_are_one_path_segment() {
+        assert_eq!(encode_segment("smith1234"), "smith1234");
+        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        let status = |s| ApiError::Status { status: s, kind: None, retry_after: None };
+        for s in [429, 502, 503, 504] {
+            assert!(is_transient(&status(s)), "{s}");
+        }
+        for s in [400, 401, 403, 404, 500] {
+            assert!(!is_transient(&status(s)), "{s}");
+        }
+    }
+}

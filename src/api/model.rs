@@ -1,0 +1,182 @@
+//! Typed views of the API's JSON, borrowed from the body where possible, lenient about
+//! missing optional fields and blind to unknown ones.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+/// A `{rel, href}` hypermedia link.
+#[derive(Debug, Deserialize)]
+pub struct Link<'a> {
+    #[serde(borrow, default)]
+    pub rel: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub href: Cow<'a, str>,
+}
+
+/// The `next` link of a page, if any.
+pub fn next_link<'a>(links: &'a [Link<'a>]) -> Option<&'a str> {
+    links.iter().find(|l| l.rel == "next").map(|l| l.href.as_ref())
+}
+
+/// `GET /accounts`: `{"list": [...], "links": [...]}`.
+#[derive(Debug, Deserialize)]
+pub struct AccountPage<'a> {
+    #[serde(borrow)]
+    pub list: Vec<AccountEntry<'a>>,
+    #[serde(borrow, default)]
+    pub links: Vec<Link<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AccountEntry<'a> {
+    #[serde(rename = "accountNumber", borrow, deserialize_with = "string_or_number")]
+    pub account_number: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub status: Option<Cow<'a, str>>,
+}
+
+/// `GET /accounts/{id}/flexcloud/zone`: zone lists keyed by account number.
+pub type ZoneMap<'a> = HashMap<Cow<'a, str>, Vec<ZoneEntry<'a>>>;
+
+#[derive(Debug, Deserialize)]
+pub struct ZoneEntry<'a> {
+    #[serde(borrow)]
+    pub zone: Cow<'a, str>,
+}
+
+/// `GET .../images/detail`: `{"images": [...]}`, with `links` when paged. `list` is
+/// accepted too, since the reference's generic paged shape uses that key.
+#[derive(Debug, Deserialize)]
+pub struct ImagePage<'a> {
+    #[serde(borrow, alias = "list")]
+    pub images: Vec<ImageEntry<'a>>,
+    #[serde(borrow, default)]
+    pub links: Vec<Link<'a>>,
+}
+
+/// One image. Every field is optional: older API revisions sent fewer, and one odd image
+/// must not cost the whole list.
+#[derive(Debug, Default, Deserialize)]
+pub struct ImageEntry<'a> {
+    #[serde(borrow, default, deserialize_with = "opt_string_or_number")]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub created: Option<Cow<'a, str>>,
+}
+
+/// The first key of an error object such as `{"itemNotFound": {...}}`.
+pub fn error_kind(body: &[u8]) -> Option<String> {
+    let map: HashMap<String, de::IgnoredAny> = serde_json::from_slice(body).ok()?;
+    let mut keys: Vec<String> = map.into_keys().collect();
+    keys.sort();
+    keys.into_iter().next()
+}
+
+struct StrOrNum;
+
+impl<'de> Visitor<'de> for StrOrNum {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or a number")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+}
+
+/// Ids are strings in the reference (`"123"`, `"debian_lenny_template"`), but a bare
+/// number is accepted rather than losing the image.
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Cow<'de, str>, D::Error> {
+    d.deserialize_any(StrOrNum)
+}
+
+fn opt_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct Opt;
+    impl<'de> Visitor<'de> for Opt {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string, a number or null")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            string_or_number(d).map(Some)
+        }
+    }
+    d.deserialize_option(Opt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_the_seed_example_borrowing_plain_strings() {
+        let body = br#"{"images": [{"status": "SAVING", "updated": null, "name": "test_debian_image",
+            "links": [{"href": "https://api.hostway.com/accounts/a/flexcloud/images/233/", "rel": "self"}],
+            "created": "2011-09-30T02:38:57", "id": "233", "zones": ["AUS001"]}]}"#;
+        let page: ImagePage = serde_json::from_slice(body).unwrap();
+        let image = &page.images[0];
+        assert!(matches!(image.id, Some(Cow::Borrowed("233"))));
+        assert_eq!(image.status.as_deref(), Some("SAVING"));
+        assert_eq!(image.created.as_deref(), Some("2011-09-30T02:38:57"));
+        assert!(next_link(&page.links).is_none());
+    }
+
+    #[test]
+    fn tolerates_legacy_missing_and_extra_fields_and_numeric_ids() {
+        let body = br#"{"images": [{"id": "debian_lenny_template", "name": "lenny", "status": "ACTIVE"},
+            {"id": 7, "flavor": {"ram": 1}}, {"id": null}], "links": [{"rel": "next", "href": "/x?page=2"}]}"#;
+        let page: ImagePage = serde_json::from_slice(body).unwrap();
+        assert_eq!(page.images.len(), 3);
+        assert_eq!(page.images[1].id.as_deref(), Some("7"));
+        assert!(page.images[2].id.is_none() && page.images[1].status.is_none());
+        assert_eq!(next_link(&page.links), Some("/x?page=2"));
+    }
+
+    #[test]
+    fn escaped_names_are_decoded() {
+        let page: ImagePage = serde_json::from_slice(br#"{"images": [{"name": "a\"b\n<c>"}]}"#).unwrap();
+        assert_eq!(page.images[0].name.as_deref(), Some("a\"b\n<c>"));
+    }
+
+    #[test]
+    fn a_list_without_its_key_is_an_error() {
+        assert!(serde_json::from_slice::<ImagePage>(b"{}").is_err());
+        assert!(serde_json::from_slice::<AccountPage>(br#"{"links": []}"#).is_err());
+    }
+
+    #[test]
+    fn error_kind_is_the_first_key() {
+        assert_eq!(error_kind(br#"{"itemNotFound": {"code": 404}}"#).as_deref(), Some("itemNotFound"));
+        assert_eq!(error_kind(b"<html>"), None);
+    }
+}

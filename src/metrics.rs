@@ -1,0 +1,434 @@
+//! Every metric name, help text and unit in one place: snapshot -> exposition bytes.
+//!
+//! A cycle's metrics are encoded once, in both formats, when the cycle ends; a scrape
+//! only copies out those bytes and appends the process metrics.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::api::{Endpoint, ImageType};
+use crate::snapshot::{Outcome, Snapshot, bounded};
+use crate::timestamp::unix_seconds;
+
+/// Appended to HELP texts: the values come from a poll, not from the scrape.
+const POLLED: &str = "Collected by a periodic poll of the FlexCloud API (FLEXCLOUD_INTERVAL, default 60s), not at scrape time";
+
+/// Latency buckets for API requests, in seconds: the API is slow, answers take from tens
+/// of milliseconds to the request timeout.
+const LATENCY_BUCKETS: [f64; 11] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    account_id: String,
+    endpoint: &'static str,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    account_id: String,
+    endpoint: &'static str,
+}
+
+type HistogramFamily = Family<EndpointLabels, Histogram, fn() -> Histogram>;
+
+/// Counters that live across cycles: every API request and its latency, plus the
+/// SAVING series cut by the cap. Cloning shares the same counters.
+#[derive(Clone, Debug)]
+pub struct ApiMetrics {
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily,
+    saving_dropped: Counter,
+    credential_backoff: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        ApiMetrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            saving_dropped: Counter::default(),
+            credential_backoff: Gauge::default(),
+        }
+    }
+}
+
+impl ApiMetrics {
+    pub fn observe_request(&self, account: &str, endpoint: Endpoint, code: &str, took: Duration) {
+        let account_id = bounded(account);
+        self.requests
+            .get_or_create(&RequestLabels {
+                account_id: account_id.clone(),
+                endpoint: endpoint.as_str(),
+                code: code.to_string(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&EndpointLabels {
+                account_id,
+                endpoint: endpoint.as_str(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn count_saving_dropped(&self, n: u64) {
+        self.saving_dropped.inc_by(n);
+    }
+
+    pub fn set_credential_backoff(&self, wait: Duration) {
+        self.credential_backoff.set(wait.as_secs_f64());
+    }
+
+    /// Requests counted so far with this account, endpoint and code.
+    pub fn request_count(&self, account: &str, endpoint: Endpoint, code: &str) -> u64 {
+        self.requests
+            .get_or_create(&RequestLabels {
+                account_id: account.into(),
+                endpoint: endpoint.as_str(),
+                code: code.into(),
+            })
+            .get()
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ImageLabels {
+    account_id: String,
+    zone_id: String,
+    status: String,
+    image_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabels {
+    account_id: String,
+    zone_id: String,
+    image_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SavingLabels {
+    account_id: String,
+    zone_id: String,
+    image_type: &'static str,
+    image_id: String,
+    image_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ZoneLabels {
+    account_id: String,
+    zone_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    account_id: String,
+    step: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    revision: &'static str,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// The exposition of one cycle in both formats, without the OpenMetrics `# EOF`.
+#[derive(Debug, Clone)]
+pub struct Exposition {
+    pub text: Bytes,
+    pub openmetrics: Bytes,
+}
+
+/// Limits applied while encoding.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodeLimits {
+    pub saving_series: usize,
+}
+
+/// How many SAVING-image series the cap leaves out of a snapshot's exposition.
+pub fn saving_series_overflow(snapshot: &Snapshot, limits: EncodeLimits) -> u64 {
+    let series = snapshot
+        .zones
+        .values()
+        .filter_map(|z| z.inventory.as_ref())
+        .flat_map(|i| i.saving.iter())
+        .filter(|s| s.created.is_some())
+        .count();
+    series.saturating_sub(limits.saving_series) as u64
+}
+
+/// Encodes a snapshot (or, before the first cycle, nothing but self-metrics) and the
+/// long-lived counters.
+pub fn encode(snapshot: Option<&Snapshot>, api: &ApiMetrics, limits: EncodeLimits, now: SystemTime) -> Exposition {
+    let mut registry = Registry::default();
+    if let Some(snapshot) = snapshot {
+        register_snapshot(&mut registry, snapshot, limits, now);
+    }
+    register_api(&mut registry, api);
+    let build = Family::<BuildLabels, Gauge>::default();
+    build
+        .get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+            revision: option_env!("FLEXCLOUD_REVISION").unwrap_or("unknown"),
+        })
+        .set(1);
+    registry.register(
+        "flexcloud_exporter_build_info",
+        "A metric with a constant 1 labelled by the exporter's version and source revision",
+        build,
+    );
+    let mut text = String::new();
+    let mut openmetrics = String::new();
+    // Writing into a String cannot fail; an error here would be a bug in an encoder.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
+    let _ = prometheus_client::encoding::text::encode_registry(&mut openmetrics, &registry);
+    Exposition {
+        text: Bytes::from(text),
+        openmetrics: Bytes::from(openmetrics),
+    }
+}
+
+fn register_api(registry: &mut Registry, api: &ApiMetrics) {
+    registry.register(
+        "flexcloud_api_requests",
+        "API requests by account, endpoint and result code (HTTP status, or timeout, connect_error, invalid_response)",
+        api.requests.clone(),
+    );
+    registry.register_with_unit(
+        "flexcloud_api_request_duration",
+        "Latency of API requests",
+        Unit::Seconds,
+        api.latency.clone(),
+    );
+    registry.register(
+        "flexcloud_image_saving_series_dropped",
+        "SAVING-image series left out because of FLEXCLOUD_SAVING_SERIES_LIMIT",
+        api.saving_dropped.clone(),
+    );
+    registry.register_with_unit(
+        "flexcloud_credential_backoff",
+        "Time the exporter waits before sending credentials again after the API rejected them (0 when not backing off)",
+        Unit::Seconds,
+        api.credential_backoff.clone(),
+    );
+}
+
+fn help(text: &str) -> String {
+    format!("{text}. {POLLED}")
+}
+
+fn register_snapshot(registry: &mut Registry, snapshot: &Snapshot, limits: EncodeLimits, now: SystemTime) {
+    let images = Family::<ImageLabels, Gauge>::default();
+    let oldest = Family::<TypeLabels, FloatGauge>::default();
+    let saving = Family::<SavingLabels, FloatGauge>::default();
+    let probe_success = Family::<ZoneLabels, Gauge>::default();
+    let probe_duration = Family::<ZoneLabels, FloatGauge>::default();
+    let probe_status = Family::<ZoneLabels, Gauge>::default();
+    let last_success = Family::<ZoneLabels, FloatGauge>::default();
+    let discovery_success = Family::<StepLabels, Gauge>::default();
+    let discovery_status = Family::<StepLabels, Gauge>::default();
+    let now_s = unix_seconds(now);
+
+    let mut saving_rows = Vec::new();
+    for ((account, zone), state) in &snapshot.zones {
+        let zone_labels = ZoneLabels {
+            account_id: bounded(account),
+            zone_id: bounded(zone),
+        };
+        if let Some(probe) = &state.probe {
+            probe_success.get_or_create(&zone_labels).set(i64::from(probe.success));
+            probe_duration.get_or_create(&zone_labels).set(probe.duration.as_secs_f64());
+            probe_status.get_or_create(&zone_labels).set(i64::from(probe.http_status));
+        }
+        if let Some(at) = state.last_success {
+            last_success.get_or_create(&zone_labels).set(unix_seconds(at));
+        }
+        let Some(inventory) = &state.inventory else { continue };
+        for (image_type, status, n) in inventory.count_rows() {
+            images
+                .get_or_create(&ImageLabels {
+                    account_id: zone_labels.account_id.clone(),
+                    zone_id: zone_labels.zone_id.clone(),
+                    status,
+                    image_type: image_type.as_str(),
+                })
+                .set(n as i64);
+        }
+        for image_type in ImageType::ALL {
+            let age = inventory.oldest_saving(image_type).map_or(0.0, |c| (now_s - c).max(0.0));
+            oldest
+                .get_or_create(&TypeLabels {
+                    account_id: zone_labels.account_id.clone(),
+                    zone_id: zone_labels.zone_id.clone(),
+                    image_type: image_type.as_str(),
+                })
+                .set(age);
+        }
+        for image in &inventory.saving {
+            if let Some(created) = image.created {
+                saving_rows.push((created, account, zone, image));
+            }
+        }
+    }
+    // Keep the oldest: those are the ones an operator must hear about.
+    saving_rows.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.3.id.cmp(&b.3.id)));
+    for (created, account, zone, image) in saving_rows.into_iter().take(limits.saving_series) {
+        saving
+            .get_or_create(&SavingLabels {
+                account_id: bounded(account),
+                zone_id: bounded(zone),
+                image_type: image.image_type.as_str(),
+                image_id: image.id.clone(),
+                image_name: image.name.clone(),
+            })
+            .set(created);
+    }
+
+    let set_step = |account: &str, step: &'static str, outcome: &Outcome| {
+        let labels = StepLabels {
+            account_id: bounded(account),
+            step,
+        };
+        discovery_success.get_or_create(&labels).set(i64::from(outcome.success));
+        discovery_status.get_or_create(&labels).set(i64::from(outcome.http_status));
+    };
+    if let Some(outcome) = &snapshot.accounts_discovery {
+        set_step("", "accounts", outcome);
+    }
+    for (account, outcome) in &snapshot.zones_discovery {
+        set_step(account, "zones", outcome);
+    }
+
+    registry.register("flexcloud_images", help("Images by account, zone, status and type; an image in several zones counts in each"), images);
+    registry.register_with_unit(
+        "flexcloud_images_saving_oldest_age",
+        help("Age of the oldest SAVING image of the account, zone and type at the end of the latest cycle, 0 when none"),
+        Unit::Seconds,
+        oldest,
+    );
+    registry.register_with_unit(
+        "flexcloud_image_saving_created_timestamp",
+        help("Creation time of each SAVING image, one series per image (capped by FLEXCLOUD_SAVING_SERIES_LIMIT, oldest kept)"),
+        Unit::Seconds,
+        saving,
+    );
+    registry.register(
+        "flexcloud_probe_success",
+        help("1 when every request of the latest probe of the account and zone got a 200 with a valid body, else 0"),
+        probe_success,
+    );
+    registry.register_with_unit("flexcloud_probe_duration", help("Wall time of the latest probe"), Unit::Seconds, probe_duration);
+    registry.register(
+        "flexcloud_probe_http_status_code",
+        help("HTTP status that decided the latest probe: the failing one, else 200; 0 when no response arrived"),
+        probe_status,
+    );
+    registry.register_with_unit(
+        "flexcloud_last_success_timestamp",
+        help("Unix time of the latest successful probe of the account and zone"),
+        Unit::Seconds,
+        last_success,
+    );
+    registry.register(
+        "flexcloud_discovery_success",
+        help("1 when the latest discovery step (step=accounts: GET /accounts; step=zones: the account's zone list) succeeded"),
+        discovery_success,
+    );
+    registry.register(
+        "flexcloud_discovery_http_status_code",
+        help("HTTP status that decided the latest discovery step; 0 when no response arrived"),
+        discovery_status,
+    );
+    registry.register(
+        "flexcloud_up",
+        help("1 when the latest cycle reached the API and the credentials were accepted, else 0"),
+        ConstGauge::new(i64::from(snapshot.up)),
+    );
+    registry.register_with_unit(
+        "flexcloud_collection_duration",
+        "Duration of the latest collection cycle",
+        Unit::Seconds,
+        ConstGauge::new(snapshot.duration.as_secs_f64()),
+    );
+    registry.register_with_unit(
+        "flexcloud_last_collection_timestamp",
+        "Unix time the latest collection cycle ended",
+        Unit::Seconds,
+        ConstGauge::new(snapshot.completed_at.map_or(0.0, unix_seconds)),
+    );
+    registry.register("flexcloud_accounts_watched", help("Accounts in the latest cycle"), ConstGauge::new(snapshot.account_count() as i64));
+    registry.register(
+        "flexcloud_zones_watched",
+        help("Account and zone pairs in the latest cycle"),
+        ConstGauge::new(snapshot.zones.len() as i64),
+    );
+    registry.register(
+        "flexcloud_collection_cycles",
+        "Collection cycles completed since the exporter started",
+        ConstCounter::new(snapshot.cycle),
+    );
+}
+
+/// The standard `process_*` metrics, read from `/proc` at scrape time.
+#[derive(Debug, Default)]
+pub struct ProcessCollector;
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Ok(me) = procfs::process::Process::myself() else {
+            return Ok(());
+        };
+        let ticks = procfs::ticks_per_second() as f64;
+        let page_size = procfs::page_size();
+        if let Ok(stat) = me.stat() {
+            let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / ticks);
+            let e = encoder.encode_descriptor("process_cpu", "Total user and system CPU time spent in seconds", Some(&Unit::Seconds), cpu.metric_type())?;
+            cpu.encode(e)?;
+            let rss = ConstGauge::new((stat.rss * page_size) as f64);
+            let e = encoder.encode_descriptor("process_resident_memory", "Resident memory size in bytes", Some(&Unit::Bytes), rss.metric_type())?;
+            rss.encode(e)?;
+            let vsz = ConstGauge::new(stat.vsize as f64);
+            let e = encoder.encode_descriptor("process_virtual_memory", "Virtual memory size in bytes", Some(&Unit::Bytes), vsz.metric_type())?;
+            vsz.encode(e)?;
+            if let Ok(boot) = procfs::boot_time_secs() {
+                let start = ConstGauge::new(boot as f64 + stat.starttime as f64 / ticks);
+                let e = encoder.encode_descriptor("process_start_time", "Start time of the process since unix epoch in seconds", Some(&Unit::Seconds), start.metric_type())?;
+                start.encode(e)?;
+            }
+        }
+        if let Ok(fds) = me.fd_count() {
+            let open = ConstGauge::new(fds as i64);
+            let e = encoder.encode_descriptor("process_open_fds", "Number of open file descriptors", None, open.metric_type())?;
+            open.encode(e)?;
+        }
+        if let Ok(limits) = me.limits() {
+            if let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit {
+                let max = ConstGauge::new(max as i64);
+                let e = encoder.encode_descriptor("process_max_fds", "Maximum number of open file descriptors", None, max.metric_type())?;
+                max.encode(e)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Process metrics in the classic text format and in OpenMetrics (with `# EOF`).
+pub fn encode_process() -> (String, String) {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ProcessCollector));
+    let mut text = String::new();
+    let mut openmetrics = String::new();
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
+    let _ = prometheus_client::encoding::text::encode(&mut openmetrics, &registry);
+    (text, openmetrics)
+}

@@ -1,0 +1,375 @@
+//! Our typed view of one collection cycle, built from API answers by pure functions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::api::ImageType;
+use crate::api::model::ImageEntry;
+use crate::timestamp;
+
+/// The statuses the API documents; every one is exported for every type, 0 when none.
+pub const KNOWN_STATUSES: [&str; 3] = ["ACTIVE", "SAVING", "DELETED"];
+/// Longest label value taken from the API; longer ones are cut.
+pub const MAX_LABEL_LEN: usize = 128;
+/// Distinct undocumented statuses kept per zone; more are counted as `OTHER`.
+const MAX_UNKNOWN_STATUSES: usize = 8;
+
+/// Cuts a value from the API to a bounded label value (on a character boundary).
+pub fn bounded(value: &str) -> String {
+    match value.char_indices().nth(MAX_LABEL_LEN) {
+        Some((cut, _)) => value[..cut].to_string(),
+        None => value.to_string(),
+    }
+}
+
+/// A status as a label value: documented ones as they are, others upper-cased and
+/// reduced to `[A-Z0-9_]` (at most 32 characters), missing ones `UNKNOWN`.
+pub fn normalise_status(status: Option<&str>) -> String {
+    let Some(status) = status.map(str::trim).filter(|s| !s.is_empty()) else {
+        return "UNKNOWN".into();
+    };
+    if KNOWN_STATUSES.contains(&status) {
+        return status.into();
+    }
+    let clean: String = status
+        .chars()
+        .take(32)
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .collect();
+    clean
+}
+
+/// One image in SAVING, kept so an alert can name it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavingImage {
+    pub image_type: ImageType,
+    pub id: String,
+    pub name: String,
+    /// Unix seconds; `None` when the API's timestamp could not be read.
+    pub created: Option<f64>,
+}
+
+/// The images of one account and zone, by type and status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Inventory {
+    pub counts: BTreeMap<(ImageType, String), u64>,
+    pub saving: Vec<SavingImage>,
+    /// Images whose `created` could not be parsed.
+    pub bad_timestamps: u64,
+}
+
+impl Inventory {
+    /// Counts one image found with the `type` filter `image_type`.
+    pub fn record(&mut self, image_type: ImageType, image: &ImageEntry<'_>) {
+        let mut status = normalise_status(image.status.as_deref());
+        let unknown_seen = self
+            .counts
+            .keys()
+            .filter(|(_, s)| !KNOWN_STATUSES.contains(&s.as_str()))
+            .count();
+        if !KNOWN_STATUSES.contains(&status.as_str())
+            && !self.counts.keys().any(|(_, s)| *s == status)
+            && unknown_seen >= MAX_UNKNOWN_STATUSES
+        {
+            status = "OTHER".into();
+        }
+        if status == "SAVING" {
+            let created = image.created.as_deref().and_then(timestamp::parse_unix_seconds);
+            if created.is_none() {
+                self.bad_timestamps += 1;
+            }
+            self.saving.push(SavingImage {
+                image_type,
+                id: bounded(image.id.as_deref().unwrap_or("")),
+                name: bounded(image.name.as_deref().unwrap_or("")),
+                created,
+            });
+        }
+        *self.counts.entry((image_type, status)).or_default() += 1;
+    }
+
+    /// Adds another part (e.g. the other image type) to this one.
+    pub fn merge(&mut self, other: Inventory) {
+        for (key, n) in other.counts {
+            *self.counts.entry(key).or_default() += n;
+        }
+        self.saving.extend(other.saving);
+        self.bad_timestamps += other.bad_timestamps;
+    }
+
+    /// Image counts for every documented status and both types (0 when none), then any
+    /// other status seen.
+    pub fn count_rows(&self) -> Vec<(ImageType, String, u64)> {
+        let mut rows = Vec::new();
+        for image_type in ImageType::ALL {
+            for status in KNOWN_STATUSES {
+                let n = self.counts.get(&(image_type, status.to_string())).copied().unwrap_or(0);
+                rows.push((image_type, status.to_string(), n));
+            }
+        }
+        for ((image_type, status), n) in &self.counts {
+            if !KNOWN_STATUSES.contains(&status.as_str()) {
+                rows.push((*image_type, status.clone(), *n));
+            }
+        }
+        rows
+    }
+
+    /// Creation time of the oldest SAVING image of a type with a readable timestamp.
+    pub fn oldest_saving(&self, image_type: ImageType) -> Option<f64> {
+        self.saving
+            .iter()
+            .filter(|s| s.image_type == image_type)
+            .filter_map(|s| s.created)
+            .min_by(f64::total_cmp)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+}
+
+/// The outcome of one step (a probe or a discovery call).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub success: bool,
+    /// The status that decided it: the failing one, else 200; 0 when none arrived.
+    pub http_status: u16,
+    /// `timeout`, `connect_error`, `http_status`, `invalid_response`, ... when failed.
+    pub error_kind: Option<&'static str>,
+    /// The error in words, for logs and the landing page.
+    pub detail: Option<String>,
+    pub duration: Duration,
+}
+
+/// One account and zone as the latest cycle left it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneState {
+    /// The latest probe; `None` when the zone was not probed this cycle (discovery
+    /// failed) and only its last good data is carried.
+    pub probe: Option<Outcome>,
+    /// The images, fresh or carried from the last success while within the stale bound.
+    pub inventory: Option<Arc<Inventory>>,
+    pub last_success: Option<SystemTime>,
+}
+
+/// Everything one cycle learned.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub cycle: u64,
+    pub completed_at: Option<SystemTime>,
+    pub duration: Duration,
+    /// Reached the API and the credentials were accepted.
+    pub up: bool,
+    /// `GET /accounts`, when accounts are discovered rather than configured.
+    pub accounts_discovery: Option<Outcome>,
+    /// `GET .../zone` per account, when zones are discovered.
+    pub zones_discovery: BTreeMap<String, Outcome>,
+    pub zones: BTreeMap<(String, String), ZoneState>,
+}
+
+impl Snapshot {
+    /// Accounts in this snapshot.
+    pub fn account_count(&self) -> usize {
+        let mut ids: Vec<&str> = self.zones.keys().map(|(a, _)| a.as_str()).collect();
+        ids.extend(self.zones_discovery.keys().map(String::as_str));
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
+    }
+
+    fn outcomes(&self) -> impl Iterator<Item = &Outcome> {
+        self.accounts_discovery
+            .iter()
+            .chain(self.zones_discovery.values())
+            .chain(self.zones.values().filter_map(|z| z.probe.as_ref()))
+    }
+
+    /// Whether any step of the cycle got a 401.
+    pub fn rejected_credentials(&self) -> bool {
+        self.outcomes().any(|o| o.http_status == 401)
+    }
+
+    /// Some step got an answer from the API and none was a 401.
+    pub fn reached_api_with_valid_credentials(&self) -> bool {
+        !self.rejected_credentials() && self.outcomes().any(|o| o.success || o.http_status != 0)
+    }
+
+    /// Whether every probe and discovery step of the cycle succeeded.
+    pub fn all_succeeded(&self) -> bool {
+        self.up
+            && self.accounts_discovery.as_ref().is_none_or(|o| o.success)
+            && self.zones_discovery.values().all(|o| o.success)
+            && self.zones.values().all(|z| z.probe.as_ref().is_none_or(|p| p.success))
+    }
+}
+
+/// Applies the stale-data rule to a fresh snapshot using the previous one:
+/// - a failed probe keeps the zone's last good inventory while it is younger than
+///   `keep_for`, and always keeps its last success time;
+/// - a zone that was not probed because discovery failed (for its account, or for all
+///   accounts) is carried likewise, without probe results.
+pub fn carry_over(previous: &Snapshot, current: &mut Snapshot, now: SystemTime, keep_for: Duration) {
+    let fresh_enough = |z: &ZoneState| {
+        z.last_success
+            .and_then(|at| now.duration_since(at).ok())
+            .is_some_and(|age| age <= keep_for)
+    };
+    for (key, zone) in current.zones.iter_mut() {
+        let Some(before) = previous.zones.get(key) else { continue };
+        if zone.probe.as_ref().is_some_and(|p| p.success) {
+            continue;
+        }
+        if zone.last_success.is_none() {
+            zone.last_success = before.last_success;
+        }
+        if zone.inventory.is_none() && fresh_enough(before) {
+            zone.inventory = before.inventory.clone();
+        }
+    }
+    let accounts_failed = current.accounts_discovery.as_ref().is_some_and(|o| !o.success);
+    for (key, before) in &previous.zones {
+        if current.zones.contains_key(key) {
+            continue;
+        }
+        let zones_failed = current.zones_discovery.get(&key.0).is_some_and(|o| !o.success);
+        if accounts_failed || zones_failed {
+            current.zones.insert(
+                key.clone(),
+                ZoneState {
+                    probe: None,
+                    inventory: if fresh_enough(before) { before.inventory.clone() } else { None },
+                    last_success: before.last_success,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn image<'a>(id: &'a str, status: Option<&'a str>, created: Option<&'a str>) -> ImageEntry<'a> {
+        ImageEntry {
+            id: Some(Cow::Borrowed(id)),
+            name: Some(Cow::Borrowed(id)),
+            status: status.map(Cow::Borrowed),
+            created: created.map(Cow::Borrowed),
+        }
+    }
+
+    #[test]
+    fn counts_every_documented_combination_with_zeros() {
+        let mut inv = Inventory::default();
+        inv.record(ImageType::Base, &image("1", Some("ACTIVE"), None));
+        inv.record(ImageType::Server, &image("2", Some("SAVING"), Some("2011-09-30T02:38:57")));
+        let rows = inv.count_rows();
+        assert_eq!(rows.len(), 6);
+        assert!(rows.contains(&(ImageType::Base, "ACTIVE".into(), 1)));
+        assert!(rows.contains(&(ImageType::Server, "SAVING".into(), 1)));
+        assert!(rows.contains(&(ImageType::Server, "DELETED".into(), 0)));
+        assert_eq!(inv.oldest_saving(ImageType::Server), Some(1_317_350_337.0));
+        assert_eq!(inv.oldest_saving(ImageType::Base), None);
+    }
+
+    #[test]
+    fn unknown_statuses_are_sanitised_and_bounded() {
+        assert_eq!(normalise_status(Some("in-progress\n<b>")), "IN_PROGRESS__B_");
+        assert_eq!(normalise_status(None), "UNKNOWN");
+        assert_eq!(normalise_status(Some("  ")), "UNKNOWN");
+        let mut inv = Inventory::default();
+        for i in 0..20 {
+            let status = format!("WEIRD{i}");
+            inv.record(ImageType::Base, &image("x", Some(&status), None));
+        }
+        let distinct: Vec<_> = inv.counts.keys().map(|(_, s)| s.clone()).collect();
+        assert_eq!(distinct.len(), MAX_UNKNOWN_STATUSES + 1);
+        assert_eq!(inv.counts[&(ImageType::Base, "OTHER".to_string())], 12);
+    }
+
+    #[test]
+    fn saving_images_with_bad_timestamps_are_counted_but_have_no_age() {
+        let mut inv = Inventory::default();
+        inv.record(ImageType::Base, &image("1", Some("SAVING"), Some("last tuesday")));
+        assert_eq!(inv.bad_timestamps, 1);
+        assert_eq!(inv.saving[0].created, None);
+        assert_eq!(inv.oldest_saving(ImageType::Base), None);
+        assert_eq!(inv.total(), 1);
+    }
+
+    #[test]
+    fn bounded_cuts_long_values_on_a_char_boundary() {
+        let long = "é".repeat(200);
+        assert_eq!(bounded(&long).chars().count(), MAX_LABEL_LEN);
+        assert_eq!(bounded("short"), "short");
+    }
+
+    fn ok(at: SystemTime) -> ZoneState {
+        ZoneState {
+            probe: Some(Outcome { success: true, http_status: 200, error_kind: None, detail: None, duration: Duration::ZERO }),
+            inventory: Some(Arc::new(Inventory { bad_timestamps: 42, ..Default::default() })),
+            last_success: Some(at),
+        }
+    }
+
+    fn failed() -> ZoneState {
+        ZoneState {
+            probe: Some(Outcome { success: false, http_status: 500, error_kind: Some("http_status"), detail: None, duration: Duration::ZERO }),
+            inventory: None,
+            last_success: None,
+        }
+    }
+
+    fn key() -> (String, String) {
+        ("a".into(), "z".into())
+    }
+
+    #[test]
+    fn a_failed_probe_keeps_last_good_images_within_the_bound_then_drops_them() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut previous = Snapshot::default();
+        previous.zones.insert(key(), ok(t0));
+        let mut current = Snapshot::default();
+        current.zones.insert(key(), failed());
+        carry_over(&previous, &mut current, t0 + Duration::from_secs(180), Duration::from_secs(180));
+        let zone = &current.zones[&key()];
+        assert_eq!(zone.inventory.as_ref().unwrap().bad_timestamps, 42);
+        assert_eq!(zone.last_success, Some(t0));
+        assert!(!zone.probe.as_ref().unwrap().success);
+
+        let previous = current.clone();
+        let mut later = Snapshot::default();
+        later.zones.insert(key(), failed());
+        carry_over(&previous, &mut later, t0 + Duration::from_secs(181), Duration::from_secs(180));
+        assert!(later.zones[&key()].inventory.is_none());
+        assert_eq!(later.zones[&key()].last_success, Some(t0));
+    }
+
+    #[test]
+    fn zones_missing_because_discovery_failed_are_carried_without_probe() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut previous = Snapshot::default();
+        previous.zones.insert(key(), ok(t0));
+        let mut current = Snapshot::default();
+        current.zones_discovery.insert(
+            "a".into(),
+            Outcome { success: false, http_status: 503, error_kind: Some("http_status"), detail: None, duration: Duration::ZERO },
+        );
+        carry_over(&previous, &mut current, t0 + Duration::from_secs(60), Duration::from_secs(180));
+        let zone = &current.zones[&key()];
+        assert!(zone.probe.is_none() && zone.inventory.is_some());
+    }
+
+    #[test]
+    fn zones_gone_from_a_successful_discovery_are_dropped() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut previous = Snapshot::default();
+        previous.zones.insert(key(), ok(t0));
+        let mut current = Snapshot::default();
+        carry_over(&previous, &mut current, t0, Duration::from_secs(180));
+        assert!(current.zones.is_empty());
+    }
+}

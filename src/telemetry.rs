@@ -1,0 +1,25 @@
+//! The tracing subscriber: filter from `FLEXCLOUD_LOG`, text or JSON lines on stderr.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber. A filter that does not parse falls back to `info`
+/// (config validation has already named the variable if it was wrong).
+pub fn init(filter: &str, format: LogFormat) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    // A second init (tests) keeps the first subscriber; that is fine.
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Whether a tracing filter string parses.
+pub fn filter_is_valid(filter: &str) -> bool {
+    EnvFilter::try_new(filter).is_ok()
+}
