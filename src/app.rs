@@ -109,7 +109,8 @@ fn client_settings(config: &Config) -> ClientSettings {
     }
 }
 
-fn collection(config: &Config) -> Result<(Collection, watch::Receiver<Arc<crate::collector::Published>>), AppError> {
+/// The collector for a configuration, and the receiver of what it publishes.
+pub fn build_collection(config: &Config) -> Result<(Collection, watch::Receiver<Arc<crate::collector::Published>>), AppError> {
     let api_metrics = ApiMetrics::default();
     let client = Arc::new(ApiClient::new(client_settings(config), api_metrics.clone())?);
     let settings = CollectorSettings {
@@ -125,7 +126,7 @@ fn collection(config: &Config) -> Result<(Collection, watch::Receiver<Arc<crate:
 /// Runs the exporter until `shutdown`: the collector in the background, the server on
 /// `listener`. Tests pass a port-0 loopback listener.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), AppError> {
-    let (collection, published) = collection(&config)?;
+    let (collection, published) = build_collection(&config)?;
     let collector = tokio::spawn(collection.run(shutdown.wait()));
     let state = AppState {
         published,
@@ -155,7 +156,7 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, AppError> {
 
 /// One cycle, its metrics on stdout; `Ok(true)` when every probe succeeded.
 pub async fn run_once(config: Config) -> Result<bool, AppError> {
-    let (mut collection, published) = collection(&config)?;
+    let (mut collection, published) = build_collection(&config)?;
     let snapshot = collection.run_cycle().await;
     let exposition = published.borrow().exposition.clone();
     let (process, _) = metrics::encode_process();

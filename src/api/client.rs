@@ -41,7 +41,9 @@ pub struct ClientSettings {
 
 /// An answer the caller can use: a body, or a redirect to follow.
 enum Reply {
-    Body(Bytes),
+    /// A 200 body and how long it took; counted once the body has been parsed, so a
+    /// body that does not parse counts as `invalid_response`, not `200`.
+    Body(Bytes, Duration),
     SeeOther(String),
 }
 
@@ -162,10 +164,15 @@ impl ApiClient {
             }
             url = match self.get(endpoint, account, &url).await? {
                 Reply::SeeOther(location) => page_url(&url, &location, 303)?,
-                Reply::Body(body) => match on_page(&body)? {
-                    Some(next) => page_url(&url, &next, 200)?,
-                    None => return Ok(()),
-                },
+                Reply::Body(body, took) => {
+                    let parsed = on_page(&body);
+                    let code = parsed.as_ref().map_or_else(ApiError::code, |_| "200".into());
+                    self.metrics.observe_request(account, endpoint, &code, took);
+                    match parsed? {
+                        Some(next) => page_url(&url, &next, 200)?,
+                        None => return Ok(()),
+                    }
+                }
             };
         }
         Err(ApiError::Invalid {
@@ -200,19 +207,22 @@ impl ApiClient {
     }
 
     async fn get_once(&self, endpoint: Endpoint, account: &str, url: &Url) -> Result<Reply, ApiError> {
+        // The semaphore is never closed, so acquiring only waits.
+        let _permit = self.limiter.acquire().await.ok();
+        // Checked after the wait: a 401 may have arrived while this request queued.
         if self.suspended.load(Ordering::SeqCst) {
             return Err(ApiError::CredentialsSuspended);
         }
-        // The semaphore is never closed, so acquiring only waits.
-        let _permit = self.limiter.acquire().await.ok();
         let started = Instant::now();
         let result = self.exchange(url).await;
         let code = match &result {
-            Ok(Reply::Body(_)) => "200".into(),
-            Ok(Reply::SeeOther(_)) => "303".into(),
-            Err(e) => e.code(),
+            Ok(Reply::Body(..)) => None,
+            Ok(Reply::SeeOther(_)) => Some("303".into()),
+            Err(e) => Some(e.code()),
         };
-        self.metrics.observe_request(account, endpoint, &code, started.elapsed());
+        if let Some(code) = code {
+            self.metrics.observe_request(account, endpoint, &code, started.elapsed());
+        }
         if matches!(&result, Err(e) if e.is_unauthorized()) {
             self.suspended.store(true, Ordering::SeqCst);
         }
@@ -220,6 +230,7 @@ impl ApiClient {
     }
 
     async fn exchange(&self, url: &Url) -> Result<Reply, ApiError> {
+        let started = Instant::now();
         let response = self
             .http
             .get(url.clone())
@@ -231,7 +242,10 @@ impl ApiClient {
             .map_err(|e| classify(e, 0))?;
         let status = response.status().as_u16();
         match status {
-            200 => Ok(Reply::Body(read_capped(response, self.settings.max_body_bytes).await?)),
+            200 => {
+                let body = read_capped(response, self.settings.max_body_bytes).await?;
+                Ok(Reply::Body(body, started.elapsed()))
+            }
             301 | 302 | 303 | 307 | 308 => response
                 .headers()
                 .get(LOCATION)
