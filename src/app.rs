@@ -101,7 +101,9 @@ fn client_settings(config: &Config) -> ClientSettings {
         password: config.password.clone(),
         timeout: config.timeout,
         connect_timeout: config.connect_timeout,
-        read_timeout: config.timeout.min(config.connect_timeout.max(Duration::from_secs(1)) * 2),
+        read_timeout: config
+            .timeout
+            .min(config.connect_timeout.max(Duration::from_secs(1)) * 2),
         max_body_bytes: config.max_body_bytes,
         concurrency: config.concurrency,
         max_retries: 2,
@@ -110,9 +112,20 @@ fn client_settings(config: &Config) -> ClientSettings {
 }
 
 /// The collector for a configuration, and the receiver of what it publishes.
-pub fn build_collection(config: &Config) -> Result<(Collection, watch::Receiver<Arc<crate::collector::Published>>), AppError> {
+pub fn build_collection(
+    config: &Config,
+) -> Result<
+    (
+        Collection,
+        watch::Receiver<Arc<crate::collector::Published>>,
+    ),
+    AppError,
+> {
     let api_metrics = ApiMetrics::default();
-    let client = Arc::new(ApiClient::new(client_settings(config), api_metrics.clone())?);
+    let client = Arc::new(ApiClient::new(
+        client_settings(config),
+        api_metrics.clone(),
+    )?);
     let settings = CollectorSettings {
         accounts: config.accounts.clone(),
         zones: config.zones.clone(),
@@ -125,7 +138,11 @@ pub fn build_collection(config: &Config) -> Result<(Collection, watch::Receiver<
 
 /// Runs the exporter until `shutdown`: the collector in the background, the server on
 /// `listener`. Tests pass a port-0 loopback listener.
-pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), AppError> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), AppError> {
     let (collection, published) = build_collection(&config)?;
     let collector = tokio::spawn(collection.run(shutdown.wait()));
     let state = AppState {
@@ -151,7 +168,9 @@ pub async fn run_from_config(config: Config, shutdown: Shutdown) -> Result<(), A
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, AppError> {
-    TcpListener::bind(address).await.map_err(|source| AppError::Bind { address, source })
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| AppError::Bind { address, source })
 }
 
 /// One cycle, its metrics on stdout; `Ok(true)` when every probe succeeded.
@@ -174,18 +193,31 @@ pub async fn run_once(config: Config) -> Result<bool, AppError> {
 /// listen address defaults to loopback.
 pub async fn run_demo(shutdown: Shutdown) -> Result<(), AppError> {
     let scenario = Scenario::from_json(DEMO_SCENARIO)?;
-    let user = scenario.users.first().cloned().ok_or_else(|| {
-        ScenarioError::Invalid("the demo scenario has no user".into())
-    })?;
+    let user = scenario
+        .users
+        .first()
+        .cloned()
+        .ok_or_else(|| ScenarioError::Invalid("the demo scenario has no user".into()))?;
     let simulator = Simulator::start_local(scenario).await?;
     let mut vars: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| !matches!(k.as_str(), "FLEXCLOUD_API_URL" | "FLEXCLOUD_USERNAME" | "FLEXCLOUD_PASSWORD" | "FLEXCLOUD_PASSWORD_FILE"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "FLEXCLOUD_API_URL"
+                    | "FLEXCLOUD_USERNAME"
+                    | "FLEXCLOUD_PASSWORD"
+                    | "FLEXCLOUD_PASSWORD_FILE"
+            )
+        })
         .collect();
     vars.push(("FLEXCLOUD_API_URL".into(), simulator.url()));
     vars.push(("FLEXCLOUD_USERNAME".into(), user.username));
     vars.push(("FLEXCLOUD_PASSWORD".into(), user.password));
     if !vars.iter().any(|(k, _)| k == "FLEXCLOUD_LISTEN_ADDRESS") {
-        vars.push(("FLEXCLOUD_LISTEN_ADDRESS".into(), format!("127.0.0.1:{}", crate::config::DEFAULT_PORT)));
+        vars.push((
+            "FLEXCLOUD_LISTEN_ADDRESS".into(),
+            format!("127.0.0.1:{}", crate::config::DEFAULT_PORT),
+        ));
     }
     if !vars.iter().any(|(k, _)| k == "FLEXCLOUD_INTERVAL") {
         vars.push(("FLEXCLOUD_INTERVAL".into(), "15s".into()));
@@ -194,14 +226,21 @@ pub async fn run_demo(shutdown: Shutdown) -> Result<(), AppError> {
     let listener = bind(config.listen_address).await?;
     let address = listener.local_addr().map_err(AppError::Serve)?;
     info!(simulator = %simulator.url(), "demo: simulated FlexCloud API started");
-    println!("flexcloud-exporter demo: metrics at http://{address}/metrics, status page at http://{address}/ (simulated API at {}). Ctrl-C stops.", simulator.url());
+    println!(
+        "flexcloud-exporter demo: metrics at http://{address}/metrics, status page at http://{address}/ (simulated API at {}). Ctrl-C stops.",
+        simulator.url()
+    );
     let result = run(config, listener, shutdown).await;
     simulator.stop().await;
     result
 }
 
 /// `simulate`: serves a scenario file until `shutdown`; prints the address first.
-pub async fn run_simulator(scenario: &Path, listen: SocketAddr, shutdown: Shutdown) -> Result<(), AppError> {
+pub async fn run_simulator(
+    scenario: &Path,
+    listen: SocketAddr,
+    shutdown: Shutdown,
+) -> Result<(), AppError> {
     let scenario = Scenario::from_file(scenario)?;
     let listener = bind(listen).await?;
     let simulator = Simulator::start(scenario, listener).await?;
@@ -215,7 +254,10 @@ pub async fn run_simulator(scenario: &Path, listen: SocketAddr, shutdown: Shutdo
 
 /// `--health-check URL`: true when the URL answers 200 within five seconds.
 pub async fn health_check(url: &str) -> bool {
-    let Ok(client) = reqwest::Client::builder().timeout(Duration::from_secs(5)).build() else {
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    else {
         return false;
     };
     client

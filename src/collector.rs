@@ -133,7 +133,11 @@ impl Collection {
         if dropped > 0 {
             self.api_metrics.count_saving_dropped(dropped);
             if !self.cutting_saving_series {
-                warn!(dropped, limit = limits.saving_series, "too many SAVING images; exporting the oldest only");
+                warn!(
+                    dropped,
+                    limit = limits.saving_series,
+                    "too many SAVING images; exporting the oldest only"
+                );
             }
         }
         self.cutting_saving_series = dropped > 0;
@@ -193,7 +197,9 @@ impl Collection {
             // account is then missing from this cycle rather than taking the cycle down.
             let Ok(report) = joined else { continue };
             if let Some(outcome) = report.zones_discovery {
-                snapshot.zones_discovery.insert(report.account.clone(), outcome);
+                snapshot
+                    .zones_discovery
+                    .insert(report.account.clone(), outcome);
             }
             for (zone, state) in report.zones {
                 snapshot.zones.insert((report.account.clone(), zone), state);
@@ -210,7 +216,11 @@ struct AccountReport {
     zones: Vec<(String, ZoneState)>,
 }
 
-async fn probe_account(client: Arc<ApiClient>, account: String, fixed_zones: Vec<String>) -> AccountReport {
+async fn probe_account(
+    client: Arc<ApiClient>,
+    account: String,
+    fixed_zones: Vec<String>,
+) -> AccountReport {
     let (zones_discovery, zones) = if fixed_zones.is_empty() {
         let started = Instant::now();
         let (outcome, zones) = outcome_of(client.list_zones(&account).await, started);
@@ -233,7 +243,9 @@ async fn probe_zone(client: &ApiClient, account: &str, zone: &str) -> ZoneState 
     let fetch = |image_type: ImageType| async move {
         let mut inventory = Inventory::default();
         client
-            .list_images(account, zone, image_type, |image| inventory.record(image_type, image))
+            .list_images(account, zone, image_type, |image| {
+                inventory.record(image_type, image)
+            })
             .await
             .map(|()| inventory)
     };
@@ -297,14 +309,29 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 fn log_changes(previous: &Snapshot, current: &Snapshot) {
     let was_ok = |o: Option<&Outcome>| o.is_none_or(|o| o.success);
     if let Some(now) = &current.accounts_discovery {
-        report_change("", "", "accounts", was_ok(previous.accounts_discovery.as_ref()), now);
+        report_change(
+            "",
+            "",
+            "accounts",
+            was_ok(previous.accounts_discovery.as_ref()),
+            now,
+        );
     }
     for (account, now) in &current.zones_discovery {
-        report_change(account, "", "zones", was_ok(previous.zones_discovery.get(account)), now);
+        report_change(
+            account,
+            "",
+            "zones",
+            was_ok(previous.zones_discovery.get(account)),
+            now,
+        );
     }
     for ((account, zone), state) in &current.zones {
         if let Some(now) = &state.probe {
-            let before = previous.zones.get(&(account.clone(), zone.clone())).and_then(|z| z.probe.as_ref());
+            let before = previous
+                .zones
+                .get(&(account.clone(), zone.clone()))
+                .and_then(|z| z.probe.as_ref());
             report_change(account, zone, "images_detail", was_ok(before), now);
         }
     }

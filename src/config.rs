@@ -12,22 +12,78 @@ use serde::Deserialize;
 /// Every setting: variable, default, meaning. `--help` and the README table come from
 /// this one list (a test keeps the README in step).
 pub const VARIABLES: &[(&str, &str, &str)] = &[
-    ("FLEXCLOUD_API_URL", "https://api.hostway.com", "API base URL"),
+    (
+        "FLEXCLOUD_API_URL",
+        "https://api.hostway.com",
+        "API base URL",
+    ),
     ("FLEXCLOUD_USERNAME", "(required)", "Basic-auth user"),
     ("FLEXCLOUD_PASSWORD", "(this or _FILE required)", "password"),
-    ("FLEXCLOUD_PASSWORD_FILE", "", "file holding the password (trailing newline trimmed)"),
-    ("FLEXCLOUD_ACCOUNTS", "(discover)", "comma-separated account ids; empty = every open account from GET /accounts"),
-    ("FLEXCLOUD_ZONES", "(discover)", "comma-separated zone ids for every account; empty = each account's zones"),
-    ("FLEXCLOUD_INTERVAL", "60s", "time between collection cycles"),
-    ("FLEXCLOUD_TIMEOUT", "10s", "limit for one API request, body included"),
-    ("FLEXCLOUD_CONNECT_TIMEOUT", "5s", "limit for opening a connection to the API"),
-    ("FLEXCLOUD_CONCURRENCY", "8", "API requests in flight at most"),
-    ("FLEXCLOUD_STALE_AFTER", "3 x interval", "how long image gauges of a failing zone keep their last good values"),
-    ("FLEXCLOUD_SAVING_SERIES_LIMIT", "500", "most per-image SAVING series exported (oldest kept)"),
-    ("FLEXCLOUD_MAX_BODY_BYTES", "33554432", "largest API response body accepted (32 MiB)"),
-    ("FLEXCLOUD_ALLOW_INSECURE_HTTP", "false", "allow sending credentials over plain HTTP to a non-loopback host"),
-    ("FLEXCLOUD_LISTEN_ADDRESS", "0.0.0.0:9819", "where /metrics is served"),
-    ("FLEXCLOUD_LOG", "info", "tracing filter, e.g. debug or flexcloud_exporter=debug"),
+    (
+        "FLEXCLOUD_PASSWORD_FILE",
+        "",
+        "file holding the password (trailing newline trimmed)",
+    ),
+    (
+        "FLEXCLOUD_ACCOUNTS",
+        "(discover)",
+        "comma-separated account ids; empty = every open account from GET /accounts",
+    ),
+    (
+        "FLEXCLOUD_ZONES",
+        "(discover)",
+        "comma-separated zone ids for every account; empty = each account's zones",
+    ),
+    (
+        "FLEXCLOUD_INTERVAL",
+        "60s",
+        "time between collection cycles",
+    ),
+    (
+        "FLEXCLOUD_TIMEOUT",
+        "10s",
+        "limit for one API request, body included",
+    ),
+    (
+        "FLEXCLOUD_CONNECT_TIMEOUT",
+        "5s",
+        "limit for opening a connection to the API",
+    ),
+    (
+        "FLEXCLOUD_CONCURRENCY",
+        "8",
+        "API requests in flight at most",
+    ),
+    (
+        "FLEXCLOUD_STALE_AFTER",
+        "3 x interval",
+        "how long image gauges of a failing zone keep their last good values",
+    ),
+    (
+        "FLEXCLOUD_SAVING_SERIES_LIMIT",
+        "500",
+        "most per-image SAVING series exported (oldest kept)",
+    ),
+    (
+        "FLEXCLOUD_MAX_BODY_BYTES",
+        "33554432",
+        "largest API response body accepted (32 MiB)",
+    ),
+    (
+        "FLEXCLOUD_ALLOW_INSECURE_HTTP",
+        "false",
+        "allow sending credentials over plain HTTP to a non-loopback host",
+    ),
+    (
+        "FLEXCLOUD_LISTEN_ADDRESS",
+        "0.0.0.0:9819",
+        "where /metrics is served",
+    ),
+    (
+        "FLEXCLOUD_LOG",
+        "info",
+        "tracing filter, e.g. debug or flexcloud_exporter=debug",
+    ),
     ("FLEXCLOUD_LOG_FORMAT", "text", "log format: text or json"),
 ];
 
@@ -37,7 +93,10 @@ pub const DEFAULT_PORT: u16 = 9819;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{var} is required: {expected}")]
-    Missing { var: &'static str, expected: &'static str },
+    Missing {
+        var: &'static str,
+        expected: &'static str,
+    },
     #[error("{var} is invalid: expected {expected}, got {value:?}")]
     Invalid {
         var: &'static str,
@@ -110,7 +169,9 @@ impl Config {
     }
 
     /// Reads settings from `(name, value)` pairs; only `FLEXCLOUD_*` names count.
-    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let raw: RawEnv = envy::prefixed("FLEXCLOUD_").from_iter(vars)?;
         let password = match (raw.password, raw.password_file) {
             (Some(p), _) => p,
@@ -122,12 +183,18 @@ impl Config {
                 });
             }
         };
-        let username = raw.username.filter(|u| !u.is_empty()).ok_or(ConfigError::Missing {
-            var: "FLEXCLOUD_USERNAME",
-            expected: "the API user name",
-        })?;
+        let username = raw
+            .username
+            .filter(|u| !u.is_empty())
+            .ok_or(ConfigError::Missing {
+                var: "FLEXCLOUD_USERNAME",
+                expected: "the API user name",
+            })?;
         let api_url = parse_api_url(raw.api_url.as_deref())?;
-        let allow_insecure = parse_bool("FLEXCLOUD_ALLOW_INSECURE_HTTP", raw.allow_insecure_http.as_deref())?;
+        let allow_insecure = parse_bool(
+            "FLEXCLOUD_ALLOW_INSECURE_HTTP",
+            raw.allow_insecure_http.as_deref(),
+        )?;
         if api_url.scheme() == "http" && !allow_insecure && !is_loopback(&api_url) {
             return Err(ConfigError::Invalid {
                 var: "FLEXCLOUD_API_URL",
@@ -135,8 +202,16 @@ impl Config {
                 value: api_url.to_string(),
             });
         }
-        let interval = parse_duration("FLEXCLOUD_INTERVAL", raw.interval.as_deref(), Duration::from_secs(60))?;
-        let stale_after = parse_duration("FLEXCLOUD_STALE_AFTER", raw.stale_after.as_deref(), interval * 3)?;
+        let interval = parse_duration(
+            "FLEXCLOUD_INTERVAL",
+            raw.interval.as_deref(),
+            Duration::from_secs(60),
+        )?;
+        let stale_after = parse_duration(
+            "FLEXCLOUD_STALE_AFTER",
+            raw.stale_after.as_deref(),
+            interval * 3,
+        )?;
         let log_format = match raw.log_format.as_deref().unwrap_or("text") {
             "text" | "" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -165,13 +240,22 @@ impl Config {
             accounts: parse_list(raw.accounts.as_deref()),
             zones: parse_list(raw.zones.as_deref()),
             interval,
-            timeout: parse_duration("FLEXCLOUD_TIMEOUT", raw.timeout.as_deref(), Duration::from_secs(10))?,
+            timeout: parse_duration(
+                "FLEXCLOUD_TIMEOUT",
+                raw.timeout.as_deref(),
+                Duration::from_secs(10),
+            )?,
             connect_timeout: parse_duration(
                 "FLEXCLOUD_CONNECT_TIMEOUT",
                 raw.connect_timeout.as_deref(),
                 Duration::from_secs(5),
             )?,
-            concurrency: parse_number("FLEXCLOUD_CONCURRENCY", raw.concurrency.as_deref(), 8, 1..=1024)?,
+            concurrency: parse_number(
+                "FLEXCLOUD_CONCURRENCY",
+                raw.concurrency.as_deref(),
+                8,
+                1..=1024,
+            )?,
             stale_after,
             saving_series_limit: parse_number(
                 "FLEXCLOUD_SAVING_SERIES_LIMIT",
@@ -186,18 +270,22 @@ impl Config {
                 1024..=1024 * 1024 * 1024,
             )?,
             listen_address,
-            log: raw.log.filter(|l| !l.is_empty()).unwrap_or_else(|| "info".into()),
+            log: raw
+                .log
+                .filter(|l| !l.is_empty())
+                .unwrap_or_else(|| "info".into()),
             log_format,
         })
     }
 }
 
 fn read_password_file(path: &str) -> Result<SecretString, ConfigError> {
-    let text = std::fs::read_to_string(PathBuf::from(path)).map_err(|source| ConfigError::File {
-        var: "FLEXCLOUD_PASSWORD_FILE",
-        path: path.into(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(PathBuf::from(path)).map_err(|source| ConfigError::File {
+            var: "FLEXCLOUD_PASSWORD_FILE",
+            path: path.into(),
+            source,
+        })?;
     let trimmed = text.strip_suffix('\n').unwrap_or(&text);
     let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
     if trimmed.is_empty() {
@@ -211,7 +299,9 @@ fn read_password_file(path: &str) -> Result<SecretString, ConfigError> {
 }
 
 fn parse_api_url(value: Option<&str>) -> Result<Url, ConfigError> {
-    let text = value.filter(|v| !v.is_empty()).unwrap_or("https://api.hostway.com");
+    let text = value
+        .filter(|v| !v.is_empty())
+        .unwrap_or("https://api.hostway.com");
     let invalid = || ConfigError::Invalid {
         var: "FLEXCLOUD_API_URL",
         expected: "an http(s) URL without credentials, query or fragment, e.g. https://api.hostway.com",
@@ -238,7 +328,9 @@ fn parse_api_url(value: Option<&str>) -> Result<Url, ConfigError> {
 /// Never echo a password typed into a URL back in an error.
 fn redact_userinfo(text: &str) -> String {
     match (text.find("://"), text.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &text[..scheme], &text[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &text[..scheme], &text[at + 1..])
+        }
         _ => text.to_string(),
     }
 }
@@ -263,7 +355,11 @@ fn parse_list(value: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-fn parse_duration(var: &'static str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+fn parse_duration(
+    var: &'static str,
+    value: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     let Some(text) = value.filter(|v| !v.is_empty()) else {
         return Ok(default);
     };
@@ -345,7 +441,10 @@ mod tests {
     use secrecy::ExposeSecret;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn base() -> Vec<(String, String)> {
@@ -374,7 +473,11 @@ mod tests {
 
     #[test]
     fn lists_are_trimmed_and_deduplicated() {
-        let c = with(&[("FLEXCLOUD_ACCOUNTS", " a, b,,a "), ("FLEXCLOUD_ZONES", "Z1")]).unwrap();
+        let c = with(&[
+            ("FLEXCLOUD_ACCOUNTS", " a, b,,a "),
+            ("FLEXCLOUD_ZONES", "Z1"),
+        ])
+        .unwrap();
         assert_eq!(c.accounts, ["a", "b"]);
         assert_eq!(c.zones, ["Z1"]);
     }
@@ -410,7 +513,8 @@ mod tests {
 
     #[test]
     fn password_file_has_its_trailing_newline_trimmed() {
-        let dir = std::env::temp_dir().join(format!("flexcloud-config-test-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("flexcloud-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("password");
         std::fs::write(&file, "hunter2\n").unwrap();
@@ -421,13 +525,24 @@ mod tests {
         .unwrap();
         assert_eq!(c.password.expose_secret(), "hunter2");
         std::fs::remove_dir_all(&dir).unwrap();
-        let err = Config::from_vars(env(&[("FLEXCLOUD_USERNAME", "u"), ("FLEXCLOUD_PASSWORD_FILE", "/nonexistent/pw")]));
-        assert!(err.unwrap_err().to_string().starts_with("FLEXCLOUD_PASSWORD_FILE"));
+        let err = Config::from_vars(env(&[
+            ("FLEXCLOUD_USERNAME", "u"),
+            ("FLEXCLOUD_PASSWORD_FILE", "/nonexistent/pw"),
+        ]));
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .starts_with("FLEXCLOUD_PASSWORD_FILE")
+        );
     }
 
     #[test]
     fn a_password_in_the_url_is_rejected_without_echoing_it() {
-        let err = with(&[("FLEXCLOUD_API_URL", "https://user:topsecret@api.example.com")]).unwrap_err();
+        let err = with(&[(
+            "FLEXCLOUD_API_URL",
+            "https://user:topsecret@api.example.com",
+        )])
+        .unwrap_err();
         assert!(!err.to_string().contains("topsecret"), "{err}");
     }
 
@@ -435,7 +550,13 @@ mod tests {
     fn plain_http_is_allowed_to_loopback_or_when_asked() {
         assert!(with(&[("FLEXCLOUD_API_URL", "http://127.0.0.1:8080")]).is_ok());
         assert!(with(&[("FLEXCLOUD_API_URL", "http://localhost:8080/api")]).is_ok());
-        assert!(with(&[("FLEXCLOUD_API_URL", "http://api.internal"), ("FLEXCLOUD_ALLOW_INSECURE_HTTP", "true")]).is_ok());
+        assert!(
+            with(&[
+                ("FLEXCLOUD_API_URL", "http://api.internal"),
+                ("FLEXCLOUD_ALLOW_INSECURE_HTTP", "true")
+            ])
+            .is_ok()
+        );
     }
 
     #[test]

@@ -62,14 +62,35 @@ pub fn render(info: &PageInfo, snapshot: Option<&Snapshot>) -> String {
     }
     for ((account, zone), state) in &snapshot.zones {
         let (result, status, duration) = match &state.probe {
-            Some(p) => (outcome_text(p), p.http_status.to_string(), format!("{:.3}s", p.duration.as_secs_f64())),
-            None => ("not probed (discovery failed)".to_string(), String::new(), String::new()),
+            Some(p) => (
+                outcome_text(p),
+                p.http_status.to_string(),
+                format!("{:.3}s", p.duration.as_secs_f64()),
+            ),
+            None => (
+                "not probed (discovery failed)".to_string(),
+                String::new(),
+                String::new(),
+            ),
         };
-        let class = if state.probe.as_ref().is_some_and(|p| p.success) { "" } else { " class=\"fail\"" };
-        let (images, saving) = state.inventory.as_ref().map_or((String::new(), String::new()), |inv| {
-            let saving: u64 = inv.count_rows().iter().filter(|(_, s, _)| s == "SAVING").map(|(_, _, n)| n).sum();
-            (inv.total().to_string(), saving.to_string())
-        });
+        let class = if state.probe.as_ref().is_some_and(|p| p.success) {
+            ""
+        } else {
+            " class=\"fail\""
+        };
+        let (images, saving) =
+            state
+                .inventory
+                .as_ref()
+                .map_or((String::new(), String::new()), |inv| {
+                    let saving: u64 = inv
+                        .count_rows()
+                        .iter()
+                        .filter(|(_, s, _)| s == "SAVING")
+                        .map(|(_, _, n)| n)
+                        .sum();
+                    (inv.total().to_string(), saving.to_string())
+                });
         let last = state
             .last_success
             .map(|t| format!("{} UTC", format_api(t)))
@@ -90,7 +111,10 @@ fn outcome_text(outcome: &Outcome) -> String {
     if outcome.success {
         return "ok".into();
     }
-    let detail = outcome.detail.as_deref().unwrap_or(outcome.error_kind.unwrap_or("failed"));
+    let detail = outcome
+        .detail
+        .as_deref()
+        .unwrap_or(outcome.error_kind.unwrap_or("failed"));
     format!("failed: {}", esc(detail))
 }
 
@@ -116,7 +140,11 @@ mod tests {
                 last_success: None,
             },
         );
-        let info = PageInfo { version: "1", api_url: "https://api.example.com/".into(), interval: Duration::from_secs(60) };
+        let info = PageInfo {
+            version: "1",
+            api_url: "https://api.example.com/".into(),
+            interval: Duration::from_secs(60),
+        };
         let page = render(&info, Some(&snapshot));
         assert!(!page.contains("<script>alert"));
         assert!(!page.contains("<img src=x"));

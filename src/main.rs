@@ -16,7 +16,11 @@ enum Command {
     Help,
     Version,
     HealthCheck(String),
-    Simulate { scenario: PathBuf, listen: SocketAddr, print: bool },
+    Simulate {
+        scenario: PathBuf,
+        listen: SocketAddr,
+        print: bool,
+    },
 }
 
 fn parse_args() -> Result<Command, lexopt::Error> {
@@ -52,7 +56,11 @@ fn parse_simulate(parser: &mut lexopt::Parser) -> Result<Command, lexopt::Error>
         }
     }
     let scenario = scenario.ok_or("simulate needs --scenario FILE")?;
-    Ok(Command::Simulate { scenario, listen, print })
+    Ok(Command::Simulate {
+        scenario,
+        listen,
+        print,
+    })
 }
 
 fn main() -> ExitCode {
@@ -72,7 +80,11 @@ fn main() -> ExitCode {
             println!("flexcloud-exporter {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Simulate { scenario, print: true, .. } => match Scenario::from_file(&scenario) {
+        Command::Simulate {
+            scenario,
+            print: true,
+            ..
+        } => match Scenario::from_file(&scenario) {
             Ok(s) => match serde_json::to_string_pretty(&s) {
                 Ok(json) => {
                     println!("{json}");
@@ -98,9 +110,12 @@ fn run_async(command: Command) -> ExitCode {
     let (log, format) = config
         .as_ref()
         .map(|c| (c.log.clone(), c.log_format))
-        .unwrap_or_else(|| log_settings_from_env());
+        .unwrap_or_else(log_settings_from_env);
     telemetry::init(&log, format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("flexcloud-exporter: cannot start the async runtime: {e}");
@@ -111,13 +126,20 @@ fn run_async(command: Command) -> ExitCode {
         let (trigger, shutdown) = Shutdown::new();
         tokio::spawn(app::signal_shutdown(trigger));
         let result = match (command, config) {
-            (Command::Run, Some(config)) => app::run_from_config(config, shutdown).await.map(|()| true),
+            (Command::Run, Some(config)) => {
+                app::run_from_config(config, shutdown).await.map(|()| true)
+            }
             (Command::Once, Some(config)) => app::run_once(config).await,
             (Command::Demo, _) => app::run_demo(shutdown).await.map(|()| true),
             (Command::HealthCheck(url), _) => Ok(app::health_check(&url).await),
-            (Command::Simulate { scenario, listen, .. }, _) => {
-                app::run_simulator(&scenario, listen, shutdown).await.map(|()| true)
-            }
+            (
+                Command::Simulate {
+                    scenario, listen, ..
+                },
+                _,
+            ) => app::run_simulator(&scenario, listen, shutdown)
+                .await
+                .map(|()| true),
             _ => Ok(true),
         };
         match result {

@@ -169,7 +169,12 @@ pub fn saving_series_overflow(snapshot: &Snapshot, limits: EncodeLimits) -> u64 
 
 /// Encodes a snapshot (or, before the first cycle, nothing but self-metrics) and the
 /// long-lived counters.
-pub fn encode(snapshot: Option<&Snapshot>, api: &ApiMetrics, limits: EncodeLimits, now: SystemTime) -> Exposition {
+pub fn encode(
+    snapshot: Option<&Snapshot>,
+    api: &ApiMetrics,
+    limits: EncodeLimits,
+    now: SystemTime,
+) -> Exposition {
     let mut registry = Registry::default();
     if let Some(snapshot) = snapshot {
         register_snapshot(&mut registry, snapshot, limits, now);
@@ -227,7 +232,12 @@ fn help(text: &str) -> String {
     format!("{text}. {POLLED}")
 }
 
-fn register_snapshot(registry: &mut Registry, snapshot: &Snapshot, limits: EncodeLimits, now: SystemTime) {
+fn register_snapshot(
+    registry: &mut Registry,
+    snapshot: &Snapshot,
+    limits: EncodeLimits,
+    now: SystemTime,
+) {
     let images = Family::<ImageLabels, Gauge>::default();
     let oldest = Family::<TypeLabels, FloatGauge>::default();
     let saving = Family::<SavingLabels, FloatGauge>::default();
@@ -246,14 +256,24 @@ fn register_snapshot(registry: &mut Registry, snapshot: &Snapshot, limits: Encod
             zone_id: bounded(zone),
         };
         if let Some(probe) = &state.probe {
-            probe_success.get_or_create(&zone_labels).set(i64::from(probe.success));
-            probe_duration.get_or_create(&zone_labels).set(probe.duration.as_secs_f64());
-            probe_status.get_or_create(&zone_labels).set(i64::from(probe.http_status));
+            probe_success
+                .get_or_create(&zone_labels)
+                .set(i64::from(probe.success));
+            probe_duration
+                .get_or_create(&zone_labels)
+                .set(probe.duration.as_secs_f64());
+            probe_status
+                .get_or_create(&zone_labels)
+                .set(i64::from(probe.http_status));
         }
         if let Some(at) = state.last_success {
-            last_success.get_or_create(&zone_labels).set(unix_seconds(at));
+            last_success
+                .get_or_create(&zone_labels)
+                .set(unix_seconds(at));
         }
-        let Some(inventory) = &state.inventory else { continue };
+        let Some(inventory) = &state.inventory else {
+            continue;
+        };
         for (image_type, status, n) in inventory.count_rows() {
             images
                 .get_or_create(&ImageLabels {
@@ -265,7 +285,9 @@ fn register_snapshot(registry: &mut Registry, snapshot: &Snapshot, limits: Encod
                 .set(n as i64);
         }
         for image_type in ImageType::ALL {
-            let age = inventory.oldest_saving(image_type).map_or(0.0, |c| (now_s - c).max(0.0));
+            let age = inventory
+                .oldest_saving(image_type)
+                .map_or(0.0, |c| (now_s - c).max(0.0));
             oldest
                 .get_or_create(&TypeLabels {
                     account_id: zone_labels.account_id.clone(),
@@ -299,8 +321,12 @@ fn register_snapshot(registry: &mut Registry, snapshot: &Snapshot, limits: Encod
             account_id: bounded(account),
             step,
         };
-        discovery_success.get_or_create(&labels).set(i64::from(outcome.success));
-        discovery_status.get_or_create(&labels).set(i64::from(outcome.http_status));
+        discovery_success
+            .get_or_create(&labels)
+            .set(i64::from(outcome.success));
+        discovery_status
+            .get_or_create(&labels)
+            .set(i64::from(outcome.http_status));
     };
     if let Some(outcome) = &snapshot.accounts_discovery {
         set_step("", "accounts", outcome);
@@ -309,7 +335,11 @@ fn register_snapshot(registry: &mut Registry, snapshot: &Snapshot, limits: Encod
         set_step(account, "zones", outcome);
     }
 
-    registry.register("flexcloud_images", help("Images by account, zone, status and type; an image in several zones counts in each"), images);
+    registry.register(
+        "flexcloud_images",
+        help("Images by account, zone, status and type; an image in several zones counts in each"),
+        images,
+    );
     registry.register_with_unit(
         "flexcloud_images_saving_oldest_age",
         help("Age of the oldest SAVING image of the account, zone and type at the end of the latest cycle, 0 when none"),
@@ -327,7 +357,12 @@ fn register_snapshot(registry: &mut Registry, snapshot: &Snapshot, limits: Encod
         help("1 when every request of the latest probe of the account and zone got a 200 with a valid body, else 0"),
         probe_success,
     );
-    registry.register_with_unit("flexcloud_probe_duration", help("Wall time of the latest probe"), Unit::Seconds, probe_duration);
+    registry.register_with_unit(
+        "flexcloud_probe_duration",
+        help("Wall time of the latest probe"),
+        Unit::Seconds,
+        probe_duration,
+    );
     registry.register(
         "flexcloud_probe_http_status_code",
         help("HTTP status that decided the latest probe: the failing one, else 200; 0 when no response arrived"),
@@ -366,7 +401,11 @@ fn register_snapshot(registry: &mut Registry, snapshot: &Snapshot, limits: Encod
         Unit::Seconds,
         ConstGauge::new(snapshot.completed_at.map_or(0.0, unix_seconds)),
     );
-    registry.register("flexcloud_accounts_watched", help("Accounts in the latest cycle"), ConstGauge::new(snapshot.account_count() as i64));
+    registry.register(
+        "flexcloud_accounts_watched",
+        help("Accounts in the latest cycle"),
+        ConstGauge::new(snapshot.account_count() as i64),
+    );
     registry.register(
         "flexcloud_zones_watched",
         help("Account and zone pairs in the latest cycle"),
@@ -392,29 +431,59 @@ impl prometheus_client::collector::Collector for ProcessCollector {
         let page_size = procfs::page_size();
         if let Ok(stat) = me.stat() {
             let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / ticks);
-            let e = encoder.encode_descriptor("process_cpu", "Total user and system CPU time spent in seconds", Some(&Unit::Seconds), cpu.metric_type())?;
+            let e = encoder.encode_descriptor(
+                "process_cpu",
+                "Total user and system CPU time spent in seconds",
+                Some(&Unit::Seconds),
+                cpu.metric_type(),
+            )?;
             cpu.encode(e)?;
             let rss = ConstGauge::new((stat.rss * page_size) as f64);
-            let e = encoder.encode_descriptor("process_resident_memory", "Resident memory size in bytes", Some(&Unit::Bytes), rss.metric_type())?;
+            let e = encoder.encode_descriptor(
+                "process_resident_memory",
+                "Resident memory size in bytes",
+                Some(&Unit::Bytes),
+                rss.metric_type(),
+            )?;
             rss.encode(e)?;
             let vsz = ConstGauge::new(stat.vsize as f64);
-            let e = encoder.encode_descriptor("process_virtual_memory", "Virtual memory size in bytes", Some(&Unit::Bytes), vsz.metric_type())?;
+            let e = encoder.encode_descriptor(
+                "process_virtual_memory",
+                "Virtual memory size in bytes",
+                Some(&Unit::Bytes),
+                vsz.metric_type(),
+            )?;
             vsz.encode(e)?;
             if let Ok(boot) = procfs::boot_time_secs() {
                 let start = ConstGauge::new(boot as f64 + stat.starttime as f64 / ticks);
-                let e = encoder.encode_descriptor("process_start_time", "Start time of the process since unix epoch in seconds", Some(&Unit::Seconds), start.metric_type())?;
+                let e = encoder.encode_descriptor(
+                    "process_start_time",
+                    "Start time of the process since unix epoch in seconds",
+                    Some(&Unit::Seconds),
+                    start.metric_type(),
+                )?;
                 start.encode(e)?;
             }
         }
         if let Ok(fds) = me.fd_count() {
             let open = ConstGauge::new(fds as i64);
-            let e = encoder.encode_descriptor("process_open_fds", "Number of open file descriptors", None, open.metric_type())?;
+            let e = encoder.encode_descriptor(
+                "process_open_fds",
+                "Number of open file descriptors",
+                None,
+                open.metric_type(),
+            )?;
             open.encode(e)?;
         }
         if let Ok(limits) = me.limits() {
             if let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit {
                 let max = ConstGauge::new(max as i64);
-                let e = encoder.encode_descriptor("process_max_fds", "Maximum number of open file descriptors", None, max.metric_type())?;
+                let e = encoder.encode_descriptor(
+                    "process_max_fds",
+                    "Maximum number of open file descriptors",
+                    None,
+                    max.metric_type(),
+                )?;
                 max.encode(e)?;
             }
         }

@@ -40,14 +40,25 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(serve_landing))
         .route("/-/healthy", get(|| async { "OK\n" }))
         .route("/-/ready", get(serve_ready))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            MAX_CONCURRENT_REQUESTS,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .with_state(state)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes open requests.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 fn wants_openmetrics(headers: &HeaderMap) -> bool {
@@ -62,7 +73,11 @@ async fn serve_metrics(State(state): State<AppState>, headers: HeaderMap) -> Res
     let published = state.published.borrow().clone();
     let (process_text, process_openmetrics) = metrics::encode_process();
     let (content_type, cycle, process) = if wants_openmetrics(&headers) {
-        (OPENMETRICS_TYPE, published.exposition.openmetrics.clone(), process_openmetrics)
+        (
+            OPENMETRICS_TYPE,
+            published.exposition.openmetrics.clone(),
+            process_openmetrics,
+        )
     } else {
         (
             prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
@@ -83,7 +98,11 @@ async fn serve_ready(State(state): State<AppState>) -> Response {
     if state.published.borrow().snapshot.is_some() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first collection cycle\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first collection cycle\n",
+        )
+            .into_response()
     }
 }
 

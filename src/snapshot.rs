@@ -35,7 +35,13 @@ pub fn normalise_status(status: Option<&str>) -> String {
     let clean: String = status
         .chars()
         .take(32)
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     clean
 }
@@ -75,7 +81,10 @@ impl Inventory {
             status = "OTHER".into();
         }
         if status == "SAVING" {
-            let created = image.created.as_deref().and_then(timestamp::parse_unix_seconds);
+            let created = image
+                .created
+                .as_deref()
+                .and_then(timestamp::parse_unix_seconds);
             if created.is_none() {
                 self.bad_timestamps += 1;
             }
@@ -104,7 +113,11 @@ impl Inventory {
         let mut rows = Vec::new();
         for image_type in ImageType::ALL {
             for status in KNOWN_STATUSES {
-                let n = self.counts.get(&(image_type, status.to_string())).copied().unwrap_or(0);
+                let n = self
+                    .counts
+                    .get(&(image_type, status.to_string()))
+                    .copied()
+                    .unwrap_or(0);
                 rows.push((image_type, status.to_string(), n));
             }
         }
@@ -201,7 +214,10 @@ impl Snapshot {
         self.up
             && self.accounts_discovery.as_ref().is_none_or(|o| o.success)
             && self.zones_discovery.values().all(|o| o.success)
-            && self.zones.values().all(|z| z.probe.as_ref().is_none_or(|p| p.success))
+            && self
+                .zones
+                .values()
+                .all(|z| z.probe.as_ref().is_none_or(|p| p.success))
     }
 }
 
@@ -210,14 +226,21 @@ impl Snapshot {
 ///   `keep_for`, and always keeps its last success time;
 /// - a zone that was not probed because discovery failed (for its account, or for all
 ///   accounts) is carried likewise, without probe results.
-pub fn carry_over(previous: &Snapshot, current: &mut Snapshot, now: SystemTime, keep_for: Duration) {
+pub fn carry_over(
+    previous: &Snapshot,
+    current: &mut Snapshot,
+    now: SystemTime,
+    keep_for: Duration,
+) {
     let fresh_enough = |z: &ZoneState| {
         z.last_success
             .and_then(|at| now.duration_since(at).ok())
             .is_some_and(|age| age <= keep_for)
     };
     for (key, zone) in current.zones.iter_mut() {
-        let Some(before) = previous.zones.get(key) else { continue };
+        let Some(before) = previous.zones.get(key) else {
+            continue;
+        };
         if zone.probe.as_ref().is_some_and(|p| p.success) {
             continue;
         }
@@ -228,18 +251,28 @@ pub fn carry_over(previous: &Snapshot, current: &mut Snapshot, now: SystemTime, 
             zone.inventory = before.inventory.clone();
         }
     }
-    let accounts_failed = current.accounts_discovery.as_ref().is_some_and(|o| !o.success);
+    let accounts_failed = current
+        .accounts_discovery
+        .as_ref()
+        .is_some_and(|o| !o.success);
     for (key, before) in &previous.zones {
         if current.zones.contains_key(key) {
             continue;
         }
-        let zones_failed = current.zones_discovery.get(&key.0).is_some_and(|o| !o.success);
+        let zones_failed = current
+            .zones_discovery
+            .get(&key.0)
+            .is_some_and(|o| !o.success);
         if accounts_failed || zones_failed {
             current.zones.insert(
                 key.clone(),
                 ZoneState {
                     probe: None,
-                    inventory: if fresh_enough(before) { before.inventory.clone() } else { None },
+                    inventory: if fresh_enough(before) {
+                        before.inventory.clone()
+                    } else {
+                        None
+                    },
                     last_success: before.last_success,
                 },
             );
@@ -265,7 +298,10 @@ mod tests {
     fn counts_every_documented_combination_with_zeros() {
         let mut inv = Inventory::default();
         inv.record(ImageType::Base, &image("1", Some("ACTIVE"), None));
-        inv.record(ImageType::Server, &image("2", Some("SAVING"), Some("2011-09-30T02:38:57")));
+        inv.record(
+            ImageType::Server,
+            &image("2", Some("SAVING"), Some("2011-09-30T02:38:57")),
+        );
         let rows = inv.count_rows();
         assert_eq!(rows.len(), 6);
         assert!(rows.contains(&(ImageType::Base, "ACTIVE".into(), 1)));
@@ -277,7 +313,10 @@ mod tests {
 
     #[test]
     fn unknown_statuses_are_sanitised_and_bounded() {
-        assert_eq!(normalise_status(Some("in-progress\n<b>")), "IN_PROGRESS__B_");
+        assert_eq!(
+            normalise_status(Some("in-progress\n<b>")),
+            "IN_PROGRESS__B_"
+        );
         assert_eq!(normalise_status(None), "UNKNOWN");
         assert_eq!(normalise_status(Some("  ")), "UNKNOWN");
         let mut inv = Inventory::default();
@@ -293,7 +332,10 @@ mod tests {
     #[test]
     fn saving_images_with_bad_timestamps_are_counted_but_have_no_age() {
         let mut inv = Inventory::default();
-        inv.record(ImageType::Base, &image("1", Some("SAVING"), Some("last tuesday")));
+        inv.record(
+            ImageType::Base,
+            &image("1", Some("SAVING"), Some("last tuesday")),
+        );
         assert_eq!(inv.bad_timestamps, 1);
         assert_eq!(inv.saving[0].created, None);
         assert_eq!(inv.oldest_saving(ImageType::Base), None);
@@ -309,15 +351,30 @@ mod tests {
 
     fn ok(at: SystemTime) -> ZoneState {
         ZoneState {
-            probe: Some(Outcome { success: true, http_status: 200, error_kind: None, detail: None, duration: Duration::ZERO }),
-            inventory: Some(Arc::new(Inventory { bad_timestamps: 42, ..Default::default() })),
+            probe: Some(Outcome {
+                success: true,
+                http_status: 200,
+                error_kind: None,
+                detail: None,
+                duration: Duration::ZERO,
+            }),
+            inventory: Some(Arc::new(Inventory {
+                bad_timestamps: 42,
+                ..Default::default()
+            })),
             last_success: Some(at),
         }
     }
 
     fn failed() -> ZoneState {
         ZoneState {
-            probe: Some(Outcome { success: false, http_status: 500, error_kind: Some("http_status"), detail: None, duration: Duration::ZERO }),
+            probe: Some(Outcome {
+                success: false,
+                http_status: 500,
+                error_kind: Some("http_status"),
+                detail: None,
+                duration: Duration::ZERO,
+            }),
             inventory: None,
             last_success: None,
         }
@@ -334,7 +391,12 @@ mod tests {
         previous.zones.insert(key(), ok(t0));
         let mut current = Snapshot::default();
         current.zones.insert(key(), failed());
-        carry_over(&previous, &mut current, t0 + Duration::from_secs(180), Duration::from_secs(180));
+        carry_over(
+            &previous,
+            &mut current,
+            t0 + Duration::from_secs(180),
+            Duration::from_secs(180),
+        );
         let zone = &current.zones[&key()];
         assert_eq!(zone.inventory.as_ref().unwrap().bad_timestamps, 42);
         assert_eq!(zone.last_success, Some(t0));
@@ -343,7 +405,12 @@ mod tests {
         let previous = current.clone();
         let mut later = Snapshot::default();
         later.zones.insert(key(), failed());
-        carry_over(&previous, &mut later, t0 + Duration::from_secs(181), Duration::from_secs(180));
+        carry_over(
+            &previous,
+            &mut later,
+            t0 + Duration::from_secs(181),
+            Duration::from_secs(180),
+        );
         assert!(later.zones[&key()].inventory.is_none());
         assert_eq!(later.zones[&key()].last_success, Some(t0));
     }
@@ -356,9 +423,20 @@ mod tests {
         let mut current = Snapshot::default();
         current.zones_discovery.insert(
             "a".into(),
-            Outcome { success: false, http_status: 503, error_kind: Some("http_status"), detail: None, duration: Duration::ZERO },
+            Outcome {
+                success: false,
+                http_status: 503,
+                error_kind: Some("http_status"),
+                detail: None,
+                duration: Duration::ZERO,
+            },
         );
-        carry_over(&previous, &mut current, t0 + Duration::from_secs(60), Duration::from_secs(180));
+        carry_over(
+            &previous,
+            &mut current,
+            t0 + Duration::from_secs(60),
+            Duration::from_secs(180),
+        );
         let zone = &current.zones[&key()];
         assert!(zone.probe.is_none() && zone.inventory.is_some());
     }

@@ -60,7 +60,10 @@ mod tests {
 
     #[test]
     fn parses_the_documented_zone_less_form_as_utc() {
-        assert_eq!(parse_unix_seconds("2011-11-09T03:19:48"), Some(1_320_808_788.0));
+        assert_eq!(
+            parse_unix_seconds("2011-11-09T03:19:48"),
+            Some(1_320_808_788.0)
+        );
     }
 
     #[test]
@@ -70,12 +73,21 @@ mod tests {
         assert_eq!(parse_unix_seconds("2011-11-09T05:19:48+02:00"), Some(base));
         assert_eq!(parse_unix_seconds("2011-11-09T05:19:48+0200"), Some(base));
         assert_eq!(parse_unix_seconds("2011-11-09 03:19:48"), Some(base));
-        assert_eq!(parse_unix_seconds("2011-11-09T03:19:48.5"), Some(base + 0.5));
+        assert_eq!(
+            parse_unix_seconds("2011-11-09T03:19:48.5"),
+            Some(base + 0.5)
+        );
     }
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "yesterday", "2011-13-09T03:19:48", "2011-11-09", "1320808788"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2011-13-09T03:19:48",
+            "2011-11-09",
+            "1320808788",
+        ] {
             assert_eq!(parse_unix_seconds(bad), None, "{bad}");
         }
     }

@@ -1,4 +1,5 @@
 //! The exporter's collection and metrics contract against the simulator over loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -35,12 +36,20 @@ fn fleet() -> Scenario {
 }
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 const IMAGES: &str = "flexcloud_images";
 
-fn images(account: &str, zone: &str, status: &str, image_type: &str) -> [(&'static str, String); 4] {
+fn images(
+    account: &str,
+    zone: &str,
+    status: &str,
+    image_type: &str,
+) -> [(&'static str, String); 4] {
     [
         ("account_id", account.into()),
         ("zone_id", zone.into()),
@@ -49,7 +58,9 @@ fn images(account: &str, zone: &str, status: &str, image_type: &str) -> [(&'stat
     ]
 }
 
-fn labels<'a, const N: usize>(pairs: &'a [(&'static str, String); N]) -> Vec<(&'static str, &'a str)> {
+fn labels<'a, const N: usize>(
+    pairs: &'a [(&'static str, String); N],
+) -> Vec<(&'static str, &'a str)> {
     pairs.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
@@ -74,7 +85,11 @@ async fn realistic_fleet_is_counted_by_status_type_and_zone() {
     ];
     for (account, zone, status, image_type, n) in expect {
         let l = images(account, zone, status, image_type);
-        assert_eq!(m.value(IMAGES, &labels(&l)), n, "{account} {zone} {status} {image_type}");
+        assert_eq!(
+            m.value(IMAGES, &labels(&l)),
+            n,
+            "{account} {zone} {status} {image_type}"
+        );
     }
     // Every status x type combination for each of the 3 zones with data, nothing else.
     assert_eq!(m.series(IMAGES, &[]).len(), 3 * 6);
@@ -86,11 +101,22 @@ async fn realistic_fleet_is_counted_by_status_type_and_zone() {
 
     let age = m.value(
         "flexcloud_images_saving_oldest_age_seconds",
-        &[("account_id", "acme"), ("zone_id", "TAMPA"), ("image_type", "SERVER")],
+        &[
+            ("account_id", "acme"),
+            ("zone_id", "TAMPA"),
+            ("image_type", "SERVER"),
+        ],
     );
     assert!((age - 3.0 * 3600.0).abs() < 1.0, "oldest SAVING age {age}");
     assert_eq!(
-        m.value("flexcloud_images_saving_oldest_age_seconds", &[("account_id", "acme"), ("zone_id", "TAMPA"), ("image_type", "BASE")]),
+        m.value(
+            "flexcloud_images_saving_oldest_age_seconds",
+            &[
+                ("account_id", "acme"),
+                ("zone_id", "TAMPA"),
+                ("image_type", "BASE")
+            ]
+        ),
         0.0
     );
     let created = m.value(
@@ -104,7 +130,11 @@ async fn realistic_fleet_is_counted_by_status_type_and_zone() {
         ],
     );
     assert!((now() - created - 3.0 * 3600.0).abs() < 2.0);
-    assert_eq!(m.series("flexcloud_image_saving_created_timestamp_seconds", &[]).len(), 2);
+    assert_eq!(
+        m.series("flexcloud_image_saving_created_timestamp_seconds", &[])
+            .len(),
+        2
+    );
 
     for (account, zone) in [("acme", "TAMPA"), ("acme", "AUSTIN"), ("globex", "TAMPA")] {
         let z = [("account_id", account), ("zone_id", zone)];
@@ -114,16 +144,52 @@ async fn realistic_fleet_is_counted_by_status_type_and_zone() {
         assert!(m.value("flexcloud_probe_duration_seconds", &z) > 0.0);
     }
     // One accounts call, one zone call per account, two image calls per zone.
-    let requests = |endpoint: &str, account: &str| m.value("flexcloud_api_requests_total", &[("account_id", account), ("endpoint", endpoint), ("code", "200")]);
+    let requests = |endpoint: &str, account: &str| {
+        m.value(
+            "flexcloud_api_requests_total",
+            &[
+                ("account_id", account),
+                ("endpoint", endpoint),
+                ("code", "200"),
+            ],
+        )
+    };
     assert_eq!(requests("accounts", ""), 1.0);
     assert_eq!(requests("zones", "acme"), 1.0);
     assert_eq!(requests("images_detail", "acme"), 4.0);
     assert_eq!(requests("images_detail", "globex"), 2.0);
-    assert_eq!(m.value("flexcloud_api_request_duration_seconds_count", &[("account_id", "acme"), ("endpoint", "images_detail")]), 4.0);
-    assert_eq!(m.value("flexcloud_discovery_success", &[("account_id", ""), ("step", "accounts")]), 1.0);
-    assert_eq!(m.value("flexcloud_discovery_success", &[("account_id", "acme"), ("step", "zones")]), 1.0);
+    assert_eq!(
+        m.value(
+            "flexcloud_api_request_duration_seconds_count",
+            &[("account_id", "acme"), ("endpoint", "images_detail")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        m.value(
+            "flexcloud_discovery_success",
+            &[("account_id", ""), ("step", "accounts")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            "flexcloud_discovery_success",
+            &[("account_id", "acme"), ("step", "zones")]
+        ),
+        1.0
+    );
     assert_eq!(m.value("flexcloud_collection_cycles_total", &[]), 1.0);
-    assert_eq!(m.value("flexcloud_exporter_build_info", &[("version", env!("CARGO_PKG_VERSION")), ("revision", "unknown")]), 1.0);
+    assert_eq!(
+        m.value(
+            "flexcloud_exporter_build_info",
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("revision", "unknown")
+            ]
+        ),
+        1.0
+    );
     h.stop().await;
 }
 
@@ -141,9 +207,19 @@ async fn the_exporter_asks_for_each_type_per_zone_with_credentials_and_json_head
     image_queries.sort();
     assert_eq!(
         image_queries,
-        ["zone=AUSTIN&type=BASE", "zone=AUSTIN&type=SERVER", "zone=TAMPA&type=BASE", "zone=TAMPA&type=SERVER"]
+        [
+            "zone=AUSTIN&type=BASE",
+            "zone=AUSTIN&type=SERVER",
+            "zone=TAMPA&type=BASE",
+            "zone=TAMPA&type=SERVER"
+        ]
     );
-    assert!(h.sim.requests().iter().all(|r| r.user.as_deref() == Some(USER)));
+    assert!(
+        h.sim
+            .requests()
+            .iter()
+            .all(|r| r.user.as_deref() == Some(USER))
+    );
     h.stop().await;
 }
 
@@ -160,16 +236,29 @@ async fn more_than_150_accounts_are_discovered_through_303_and_pages() {
     let m = h.cycle().await;
     assert_eq!(m.value("flexcloud_accounts_watched", &[]), 160.0);
     assert_eq!(m.value("flexcloud_zones_watched", &[]), 160.0);
-    let accounts = |code| m.value("flexcloud_api_requests_total", &[("account_id", ""), ("endpoint", "accounts"), ("code", code)]);
+    let accounts = |code| {
+        m.value(
+            "flexcloud_api_requests_total",
+            &[("account_id", ""), ("endpoint", "accounts"), ("code", code)],
+        )
+    };
     assert_eq!(accounts("303"), 1.0);
     assert_eq!(accounts("200"), 2.0);
-    assert_eq!(m.value("flexcloud_probe_success", &[("account_id", "acct159"), ("zone_id", "Z1")]), 1.0);
+    assert_eq!(
+        m.value(
+            "flexcloud_probe_success",
+            &[("account_id", "acct159"), ("zone_id", "Z1")]
+        ),
+        1.0
+    );
     h.stop().await;
 }
 
 #[tokio::test]
 async fn large_image_lists_are_followed_across_pages() {
-    let mut scenario = Scenario::default().user(USER, PASSWORD, &["*"]).account("big", &["Z1"]);
+    let mut scenario = Scenario::default()
+        .user(USER, PASSWORD, &["*"])
+        .account("big", &["Z1"]);
     for i in 0..230 {
         let status = if i % 10 == 0 { "DELETED" } else { "ACTIVE" };
         scenario = scenario.image("big", &i.to_string(), status, "SERVER", &["Z1"]);
@@ -180,7 +269,16 @@ async fn large_image_lists_are_followed_across_pages() {
     let deleted = images("big", "Z1", "DELETED", "SERVER");
     assert_eq!(m.value(IMAGES, &labels(&active)), 207.0);
     assert_eq!(m.value(IMAGES, &labels(&deleted)), 23.0);
-    let detail = |code| m.value("flexcloud_api_requests_total", &[("account_id", "big"), ("endpoint", "images_detail"), ("code", code)]);
+    let detail = |code| {
+        m.value(
+            "flexcloud_api_requests_total",
+            &[
+                ("account_id", "big"),
+                ("endpoint", "images_detail"),
+                ("code", code),
+            ],
+        )
+    };
     // SERVER: a 303 then three pages of 100; BASE: one short answer.
     assert_eq!(detail("303"), 1.0);
     assert_eq!(detail("200"), 4.0);
@@ -192,21 +290,50 @@ async fn zones_are_discovered_per_account_unless_configured() {
     let mut h = Harness::start(fleet(), &[("FLEXCLOUD_ACCOUNTS", "acme")]).await;
     let m = h.cycle().await;
     assert_eq!(m.series("flexcloud_probe_success", &[]).len(), 2);
-    assert!(m.get("flexcloud_discovery_success", &[("account_id", ""), ("step", "accounts")]).is_none());
+    assert!(
+        m.get(
+            "flexcloud_discovery_success",
+            &[("account_id", ""), ("step", "accounts")]
+        )
+        .is_none()
+    );
     h.stop().await;
 
-    let mut h = Harness::start(fleet(), &[("FLEXCLOUD_ACCOUNTS", "acme,globex"), ("FLEXCLOUD_ZONES", "AUSTIN")]).await;
+    let mut h = Harness::start(
+        fleet(),
+        &[
+            ("FLEXCLOUD_ACCOUNTS", "acme,globex"),
+            ("FLEXCLOUD_ZONES", "AUSTIN"),
+        ],
+    )
+    .await;
     let m = h.cycle().await;
     assert_eq!(m.series("flexcloud_probe_success", &[]).len(), 2);
-    assert_eq!(m.value("flexcloud_probe_success", &[("account_id", "globex"), ("zone_id", "AUSTIN")]), 1.0);
-    assert!(h.sim.requests().iter().all(|r| !r.path.ends_with("/zone")), "no zone discovery when zones are set");
+    assert_eq!(
+        m.value(
+            "flexcloud_probe_success",
+            &[("account_id", "globex"), ("zone_id", "AUSTIN")]
+        ),
+        1.0
+    );
+    assert!(
+        h.sim.requests().iter().all(|r| !r.path.ends_with("/zone")),
+        "no zone discovery when zones are set"
+    );
     h.stop().await;
 }
 
 #[tokio::test]
 async fn bad_credentials_are_401_without_retry_and_up_is_0() {
     let scenario = fleet();
-    let mut h = Harness::start(scenario, &[("FLEXCLOUD_ACCOUNTS", "acme,globex"), ("FLEXCLOUD_CONCURRENCY", "1")]).await;
+    let mut h = Harness::start(
+        scenario,
+        &[
+            ("FLEXCLOUD_ACCOUNTS", "acme,globex"),
+            ("FLEXCLOUD_CONCURRENCY", "1"),
+        ],
+    )
+    .await;
     h.sim.update(|s| s.users[0].password = "rotated".into());
     let m = h.cycle().await;
     assert_eq!(m.value("flexcloud_up", &[]), 0.0);
@@ -215,7 +342,11 @@ async fn bad_credentials_are_401_without_retry_and_up_is_0() {
     assert!(statuses.iter().all(|(_, v)| *v == 401.0), "{statuses:?}");
     // One request got the 401; the credentials were not sent again in the cycle.
     assert_eq!(h.sim.requests().len(), 1);
-    let rejected: f64 = m.series("flexcloud_api_requests_total", &[("code", "401")]).iter().map(|(_, v)| v).sum();
+    let rejected: f64 = m
+        .series("flexcloud_api_requests_total", &[("code", "401")])
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
     assert_eq!(rejected, 1.0);
     assert!(m.series(IMAGES, &[]).is_empty());
     assert!(m.value("flexcloud_credential_backoff_seconds", &[]) > 0.0);
@@ -228,20 +359,55 @@ async fn unknown_account_is_404_and_leaves_the_others_intact() {
     let m = h.cycle().await;
     let ghost = [("account_id", "ghost"), ("step", "zones")];
     assert_eq!(m.value("flexcloud_discovery_success", &ghost), 0.0);
-    assert_eq!(m.value("flexcloud_discovery_http_status_code", &ghost), 404.0);
-    assert_eq!(m.value("flexcloud_api_requests_total", &[("account_id", "ghost"), ("endpoint", "zones"), ("code", "404")]), 1.0);
-    assert_eq!(m.value("flexcloud_probe_success", &[("account_id", "acme"), ("zone_id", "TAMPA")]), 1.0);
-    assert_eq!(m.value(IMAGES, &labels(&images("acme", "TAMPA", "ACTIVE", "BASE"))), 2.0);
+    assert_eq!(
+        m.value("flexcloud_discovery_http_status_code", &ghost),
+        404.0
+    );
+    assert_eq!(
+        m.value(
+            "flexcloud_api_requests_total",
+            &[
+                ("account_id", "ghost"),
+                ("endpoint", "zones"),
+                ("code", "404")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            "flexcloud_probe_success",
+            &[("account_id", "acme"), ("zone_id", "TAMPA")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.value(IMAGES, &labels(&images("acme", "TAMPA", "ACTIVE", "BASE"))),
+        2.0
+    );
     assert_eq!(m.value("flexcloud_up", &[]), 1.0);
     h.stop().await;
 
     // With zones configured the 404 comes from the image list itself.
-    let mut h = Harness::start(fleet(), &[("FLEXCLOUD_ACCOUNTS", "acme,ghost"), ("FLEXCLOUD_ZONES", "TAMPA")]).await;
+    let mut h = Harness::start(
+        fleet(),
+        &[
+            ("FLEXCLOUD_ACCOUNTS", "acme,ghost"),
+            ("FLEXCLOUD_ZONES", "TAMPA"),
+        ],
+    )
+    .await;
     let m = h.cycle().await;
     let z = [("account_id", "ghost"), ("zone_id", "TAMPA")];
     assert_eq!(m.value("flexcloud_probe_success", &z), 0.0);
     assert_eq!(m.value("flexcloud_probe_http_status_code", &z), 404.0);
-    assert_eq!(m.value("flexcloud_probe_success", &[("account_id", "acme"), ("zone_id", "TAMPA")]), 1.0);
+    assert_eq!(
+        m.value(
+            "flexcloud_probe_success",
+            &[("account_id", "acme"), ("zone_id", "TAMPA")]
+        ),
+        1.0
+    );
     h.stop().await;
 }
 
@@ -251,17 +417,41 @@ async fn forbidden_account_is_403() {
     let m = h.cycle().await;
     let other = [("account_id", "other"), ("step", "zones")];
     assert_eq!(m.value("flexcloud_discovery_success", &other), 0.0);
-    assert_eq!(m.value("flexcloud_discovery_http_status_code", &other), 403.0);
-    assert_eq!(m.value("flexcloud_api_requests_total", &[("account_id", "other"), ("endpoint", "zones"), ("code", "403")]), 1.0);
-    assert_eq!(m.value("flexcloud_probe_success", &[("account_id", "globex"), ("zone_id", "TAMPA")]), 1.0);
+    assert_eq!(
+        m.value("flexcloud_discovery_http_status_code", &other),
+        403.0
+    );
+    assert_eq!(
+        m.value(
+            "flexcloud_api_requests_total",
+            &[
+                ("account_id", "other"),
+                ("endpoint", "zones"),
+                ("code", "403")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            "flexcloud_probe_success",
+            &[("account_id", "globex"), ("zone_id", "TAMPA")]
+        ),
+        1.0
+    );
     h.stop().await;
 }
 
-async fn probe_with_fault(action: FaultAction, extra: &[(&str, &str)]) -> (Harness, common::Metrics) {
+async fn probe_with_fault(
+    action: FaultAction,
+    extra: &[(&str, &str)],
+) -> (Harness, common::Metrics) {
     let mut settings = vec![("FLEXCLOUD_ACCOUNTS", "acme,globex")];
     settings.extend_from_slice(extra);
     let mut h = Harness::start(fleet(), &settings).await;
-    h.sim.add_fault(Fault::on("/accounts/acme/flexcloud/images/detail", action).with_query("zone=TAMPA"));
+    h.sim.add_fault(
+        Fault::on("/accounts/acme/flexcloud/images/detail", action).with_query("zone=TAMPA"),
+    );
     let m = h.cycle().await;
     (h, m)
 }
@@ -269,46 +459,126 @@ async fn probe_with_fault(action: FaultAction, extra: &[(&str, &str)]) -> (Harne
 const ACME_TAMPA: [(&str, &str); 2] = [("account_id", "acme"), ("zone_id", "TAMPA")];
 
 fn acme_codes(m: &common::Metrics) -> Vec<(String, f64)> {
-    m.series("flexcloud_api_requests_total", &[("account_id", "acme"), ("endpoint", "images_detail")])
+    m.series(
+        "flexcloud_api_requests_total",
+        &[("account_id", "acme"), ("endpoint", "images_detail")],
+    )
 }
 
 fn assert_others_intact(m: &common::Metrics) {
-    assert_eq!(m.value("flexcloud_probe_success", &[("account_id", "acme"), ("zone_id", "AUSTIN")]), 1.0);
-    assert_eq!(m.value("flexcloud_probe_success", &[("account_id", "globex"), ("zone_id", "TAMPA")]), 1.0);
-    assert_eq!(m.value(IMAGES, &labels(&images("globex", "TAMPA", "ACTIVE", "SERVER"))), 1.0);
+    assert_eq!(
+        m.value(
+            "flexcloud_probe_success",
+            &[("account_id", "acme"), ("zone_id", "AUSTIN")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            "flexcloud_probe_success",
+            &[("account_id", "globex"), ("zone_id", "TAMPA")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            IMAGES,
+            &labels(&images("globex", "TAMPA", "ACTIVE", "SERVER"))
+        ),
+        1.0
+    );
     assert_eq!(m.value("flexcloud_up", &[]), 1.0);
 }
 
 #[tokio::test]
 async fn a_timeout_fails_the_probe_with_status_0_after_bounded_retries() {
-    let (h, m) = probe_with_fault(FaultAction::Delay { delay: Duration::from_secs(5) }, &[("FLEXCLOUD_TIMEOUT", "300ms")]).await;
+    let (h, m) = probe_with_fault(
+        FaultAction::Delay {
+            delay: Duration::from_secs(5),
+        },
+        &[("FLEXCLOUD_TIMEOUT", "300ms")],
+    )
+    .await;
     assert_eq!(m.value("flexcloud_probe_success", &ACME_TAMPA), 0.0);
-    assert_eq!(m.value("flexcloud_probe_http_status_code", &ACME_TAMPA), 0.0);
+    assert_eq!(
+        m.value("flexcloud_probe_http_status_code", &ACME_TAMPA),
+        0.0
+    );
     // Both types time out, each tried three times (two retries).
-    assert_eq!(m.value("flexcloud_api_requests_total", &[("account_id", "acme"), ("endpoint", "images_detail"), ("code", "timeout")]), 6.0);
-    assert!(m.get(IMAGES, &labels(&images("acme", "TAMPA", "ACTIVE", "BASE"))).is_none());
+    assert_eq!(
+        m.value(
+            "flexcloud_api_requests_total",
+            &[
+                ("account_id", "acme"),
+                ("endpoint", "images_detail"),
+                ("code", "timeout")
+            ]
+        ),
+        6.0
+    );
+    assert!(
+        m.get(IMAGES, &labels(&images("acme", "TAMPA", "ACTIVE", "BASE")))
+            .is_none()
+    );
     assert_others_intact(&m);
     h.stop().await;
 }
 
 #[tokio::test]
 async fn a_500_fails_the_probe_without_retry() {
-    let (h, m) = probe_with_fault(FaultAction::Status { status: 500, body: None, retry_after: None }, &[]).await;
+    let (h, m) = probe_with_fault(
+        FaultAction::Status {
+            status: 500,
+            body: None,
+            retry_after: None,
+        },
+        &[],
+    )
+    .await;
     assert_eq!(m.value("flexcloud_probe_success", &ACME_TAMPA), 0.0);
-    assert_eq!(m.value("flexcloud_probe_http_status_code", &ACME_TAMPA), 500.0);
-    assert_eq!(m.value("flexcloud_api_requests_total", &[("account_id", "acme"), ("endpoint", "images_detail"), ("code", "500")]), 2.0);
+    assert_eq!(
+        m.value("flexcloud_probe_http_status_code", &ACME_TAMPA),
+        500.0
+    );
+    assert_eq!(
+        m.value(
+            "flexcloud_api_requests_total",
+            &[
+                ("account_id", "acme"),
+                ("endpoint", "images_detail"),
+                ("code", "500")
+            ]
+        ),
+        2.0
+    );
     assert_others_intact(&m);
     h.stop().await;
 }
 
 #[tokio::test]
 async fn malformed_and_truncated_bodies_are_invalid_responses() {
-    for action in [FaultAction::MalformedJson, FaultAction::Truncated, FaultAction::Html] {
+    for action in [
+        FaultAction::MalformedJson,
+        FaultAction::Truncated,
+        FaultAction::Html,
+    ] {
         let (h, m) = probe_with_fault(action.clone(), &[]).await;
-        assert_eq!(m.value("flexcloud_probe_success", &ACME_TAMPA), 0.0, "{action:?}");
-        assert_eq!(m.value("flexcloud_probe_http_status_code", &ACME_TAMPA), 200.0, "{action:?}");
+        assert_eq!(
+            m.value("flexcloud_probe_success", &ACME_TAMPA),
+            0.0,
+            "{action:?}"
+        );
+        assert_eq!(
+            m.value("flexcloud_probe_http_status_code", &ACME_TAMPA),
+            200.0,
+            "{action:?}"
+        );
         let codes = acme_codes(&m);
-        let invalid: f64 = codes.iter().filter(|(k, _)| k.contains("invalid_response")).map(|(_, v)| v).sum();
+        let invalid: f64 = codes
+            .iter()
+            .filter(|(k, _)| k.contains("invalid_response"))
+            .map(|(_, v)| v)
+            .sum();
         assert_eq!(invalid, 2.0, "{action:?}: {codes:?}");
         assert_others_intact(&m);
         h.stop().await;
@@ -319,71 +589,187 @@ async fn malformed_and_truncated_bodies_are_invalid_responses() {
 async fn a_429_with_retry_after_is_waited_out_and_then_succeeds() {
     let mut h = Harness::start(fleet(), &[("FLEXCLOUD_ACCOUNTS", "acme")]).await;
     h.sim.add_fault(
-        Fault::on("/accounts/acme/flexcloud/images/detail", FaultAction::Status { status: 429, body: None, retry_after: Some("1".into()) })
-            .with_query("zone=TAMPA&type=BASE")
-            .times(1),
+        Fault::on(
+            "/accounts/acme/flexcloud/images/detail",
+            FaultAction::Status {
+                status: 429,
+                body: None,
+                retry_after: Some("1".into()),
+            },
+        )
+        .with_query("zone=TAMPA&type=BASE")
+        .times(1),
     );
     let started = std::time::Instant::now();
     let m = h.cycle().await;
-    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After was honoured");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
     assert_eq!(m.value("flexcloud_probe_success", &ACME_TAMPA), 1.0);
-    assert_eq!(m.value("flexcloud_api_requests_total", &[("account_id", "acme"), ("endpoint", "images_detail"), ("code", "429")]), 1.0);
-    assert_eq!(m.value(IMAGES, &labels(&images("acme", "TAMPA", "ACTIVE", "BASE"))), 2.0);
+    assert_eq!(
+        m.value(
+            "flexcloud_api_requests_total",
+            &[
+                ("account_id", "acme"),
+                ("endpoint", "images_detail"),
+                ("code", "429")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.value(IMAGES, &labels(&images("acme", "TAMPA", "ACTIVE", "BASE"))),
+        2.0
+    );
     h.stop().await;
 }
 
 #[tokio::test]
 async fn probes_recover_after_faults_end() {
-    let (mut h, m) = probe_with_fault(FaultAction::Status { status: 503, body: None, retry_after: None }, &[]).await;
+    let (mut h, m) = probe_with_fault(
+        FaultAction::Status {
+            status: 503,
+            body: None,
+            retry_after: None,
+        },
+        &[],
+    )
+    .await;
     assert_eq!(m.value("flexcloud_probe_success", &ACME_TAMPA), 0.0);
-    assert_eq!(m.value("flexcloud_probe_http_status_code", &ACME_TAMPA), 503.0);
+    assert_eq!(
+        m.value("flexcloud_probe_http_status_code", &ACME_TAMPA),
+        503.0
+    );
     h.sim.clear_faults();
     let m = h.cycle().await;
     assert_eq!(m.value("flexcloud_probe_success", &ACME_TAMPA), 1.0);
-    assert_eq!(m.value("flexcloud_probe_http_status_code", &ACME_TAMPA), 200.0);
-    assert_eq!(m.value(IMAGES, &labels(&images("acme", "TAMPA", "SAVING", "SERVER"))), 2.0);
+    assert_eq!(
+        m.value("flexcloud_probe_http_status_code", &ACME_TAMPA),
+        200.0
+    );
+    assert_eq!(
+        m.value(
+            IMAGES,
+            &labels(&images("acme", "TAMPA", "SAVING", "SERVER"))
+        ),
+        2.0
+    );
     h.stop().await;
 }
 
 #[tokio::test]
 async fn failing_zone_keeps_last_good_images_for_the_stale_bound_then_drops_them() {
-    let mut h = Harness::start(fleet(), &[("FLEXCLOUD_ACCOUNTS", "acme"), ("FLEXCLOUD_STALE_AFTER", "1500ms")]).await;
+    let mut h = Harness::start(
+        fleet(),
+        &[
+            ("FLEXCLOUD_ACCOUNTS", "acme"),
+            ("FLEXCLOUD_STALE_AFTER", "1500ms"),
+        ],
+    )
+    .await;
     let first = h.cycle().await;
     let last_success = first.value("flexcloud_last_success_timestamp_seconds", &ACME_TAMPA);
-    h.sim.add_fault(Fault::on("/accounts/acme/flexcloud/images/detail", FaultAction::Status { status: 500, body: None, retry_after: None }).with_query("zone=TAMPA"));
+    h.sim.add_fault(
+        Fault::on(
+            "/accounts/acme/flexcloud/images/detail",
+            FaultAction::Status {
+                status: 500,
+                body: None,
+                retry_after: None,
+            },
+        )
+        .with_query("zone=TAMPA"),
+    );
 
     let failing = h.cycle().await;
-    assert_eq!(failing.value("flexcloud_probe_success", &ACME_TAMPA), 0.0, "the probe shows the failure at once");
-    assert_eq!(failing.value(IMAGES, &labels(&images("acme", "TAMPA", "ACTIVE", "BASE"))), 2.0, "images kept");
-    assert_eq!(failing.value("flexcloud_last_success_timestamp_seconds", &ACME_TAMPA), last_success);
+    assert_eq!(
+        failing.value("flexcloud_probe_success", &ACME_TAMPA),
+        0.0,
+        "the probe shows the failure at once"
+    );
+    assert_eq!(
+        failing.value(IMAGES, &labels(&images("acme", "TAMPA", "ACTIVE", "BASE"))),
+        2.0,
+        "images kept"
+    );
+    assert_eq!(
+        failing.value("flexcloud_last_success_timestamp_seconds", &ACME_TAMPA),
+        last_success
+    );
 
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let expired = h.cycle().await;
-    assert!(expired.get(IMAGES, &labels(&images("acme", "TAMPA", "ACTIVE", "BASE"))).is_none(), "images dropped");
-    assert!(expired.get("flexcloud_images_saving_oldest_age_seconds", &[("account_id", "acme"), ("zone_id", "TAMPA"), ("image_type", "SERVER")]).is_none());
-    assert_eq!(expired.value("flexcloud_last_success_timestamp_seconds", &ACME_TAMPA), last_success);
-    assert_eq!(expired.value(IMAGES, &labels(&images("acme", "AUSTIN", "ACTIVE", "BASE"))), 2.0);
+    assert!(
+        expired
+            .get(IMAGES, &labels(&images("acme", "TAMPA", "ACTIVE", "BASE")))
+            .is_none(),
+        "images dropped"
+    );
+    assert!(
+        expired
+            .get(
+                "flexcloud_images_saving_oldest_age_seconds",
+                &[
+                    ("account_id", "acme"),
+                    ("zone_id", "TAMPA"),
+                    ("image_type", "SERVER")
+                ]
+            )
+            .is_none()
+    );
+    assert_eq!(
+        expired.value("flexcloud_last_success_timestamp_seconds", &ACME_TAMPA),
+        last_success
+    );
+    assert_eq!(
+        expired.value(IMAGES, &labels(&images("acme", "AUSTIN", "ACTIVE", "BASE"))),
+        2.0
+    );
     h.stop().await;
 }
 
 #[tokio::test]
 async fn saving_series_are_capped_keeping_the_oldest_and_the_cut_is_counted() {
-    let mut scenario = Scenario::default().user(USER, PASSWORD, &["*"]).account("a", &["Z"]);
+    let mut scenario = Scenario::default()
+        .user(USER, PASSWORD, &["*"])
+        .account("a", &["Z"]);
     for i in 0..10u64 {
-        scenario = scenario.image_with("a", &format!("s{i}"), "SAVING", "SERVER", &["Z"], |mut img| {
-            img.age = Some(Duration::from_secs(1000 * (i + 1)));
-            img
-        });
+        scenario = scenario.image_with(
+            "a",
+            &format!("s{i}"),
+            "SAVING",
+            "SERVER",
+            &["Z"],
+            |mut img| {
+                img.age = Some(Duration::from_secs(1000 * (i + 1)));
+                img
+            },
+        );
     }
     let mut h = Harness::start(scenario, &[("FLEXCLOUD_SAVING_SERIES_LIMIT", "3")]).await;
     let m = h.cycle().await;
-    let kept: Vec<String> = m.series("flexcloud_image_saving_created_timestamp_seconds", &[]).into_iter().map(|(k, _)| k).collect();
+    let kept: Vec<String> = m
+        .series("flexcloud_image_saving_created_timestamp_seconds", &[])
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(kept.len(), 3);
     for id in ["s9", "s8", "s7"] {
-        assert!(kept.iter().any(|k| k.contains(&format!("image_id=\"{id}\""))), "{id} in {kept:?}");
+        assert!(
+            kept.iter()
+                .any(|k| k.contains(&format!("image_id=\"{id}\""))),
+            "{id} in {kept:?}"
+        );
     }
-    assert_eq!(m.value("flexcloud_image_saving_series_dropped_total", &[]), 7.0);
-    assert_eq!(m.value(IMAGES, &labels(&images("a", "Z", "SAVING", "SERVER"))), 10.0);
+    assert_eq!(
+        m.value("flexcloud_image_saving_series_dropped_total", &[]),
+        7.0
+    );
+    assert_eq!(
+        m.value(IMAGES, &labels(&images("a", "Z", "SAVING", "SERVER"))),
+        10.0
+    );
     h.stop().await;
 }
 
@@ -391,15 +777,38 @@ async fn saving_series_are_capped_keeping_the_oldest_and_the_cut_is_counted() {
 async fn account_discovery_failure_is_visible_and_keeps_known_zones_stale() {
     let mut h = Harness::start(fleet(), &[]).await;
     h.cycle().await;
-    h.sim.add_fault(Fault::on("/accounts", FaultAction::Status { status: 500, body: None, retry_after: None }));
+    h.sim.add_fault(Fault::on(
+        "/accounts",
+        FaultAction::Status {
+            status: 500,
+            body: None,
+            retry_after: None,
+        },
+    ));
     let m = h.cycle().await;
     let step = [("account_id", ""), ("step", "accounts")];
     assert_eq!(m.value("flexcloud_discovery_success", &step), 0.0);
-    assert_eq!(m.value("flexcloud_discovery_http_status_code", &step), 500.0);
-    assert_eq!(m.value(IMAGES, &labels(&images("acme", "TAMPA", "ACTIVE", "BASE"))), 2.0);
-    assert!(m.get("flexcloud_probe_success", &ACME_TAMPA).is_none(), "not probed this cycle");
-    assert!(m.get("flexcloud_last_success_timestamp_seconds", &ACME_TAMPA).is_some());
-    assert_eq!(m.value("flexcloud_up", &[]), 1.0, "the API answered and accepted the credentials");
+    assert_eq!(
+        m.value("flexcloud_discovery_http_status_code", &step),
+        500.0
+    );
+    assert_eq!(
+        m.value(IMAGES, &labels(&images("acme", "TAMPA", "ACTIVE", "BASE"))),
+        2.0
+    );
+    assert!(
+        m.get("flexcloud_probe_success", &ACME_TAMPA).is_none(),
+        "not probed this cycle"
+    );
+    assert!(
+        m.get("flexcloud_last_success_timestamp_seconds", &ACME_TAMPA)
+            .is_some()
+    );
+    assert_eq!(
+        m.value("flexcloud_up", &[]),
+        1.0,
+        "the API answered and accepted the credentials"
+    );
     h.stop().await;
 }
 
@@ -414,15 +823,34 @@ async fn unknown_statuses_missing_fields_and_bad_timestamps_are_tolerated() {
             i
         })
         .image_with("a", "3", "ACTIVE", "BASE", &["Z"], |mut i| {
-            i.extra.insert("unexpected".into(), serde_json::json!([1, 2]));
+            i.extra
+                .insert("unexpected".into(), serde_json::json!([1, 2]));
             i
         });
     let mut h = Harness::start(scenario, &[]).await;
     let m = h.cycle().await;
-    assert_eq!(m.value(IMAGES, &labels(&images("a", "Z", "PENDING_UPLOAD", "BASE"))), 1.0);
-    assert_eq!(m.value(IMAGES, &labels(&images("a", "Z", "SAVING", "BASE"))), 1.0);
-    assert_eq!(m.value(IMAGES, &labels(&images("a", "Z", "ACTIVE", "BASE"))), 1.0);
-    assert_eq!(m.value("flexcloud_probe_success", &[("account_id", "a"), ("zone_id", "Z")]), 1.0);
-    assert!(m.series("flexcloud_image_saving_created_timestamp_seconds", &[]).is_empty());
+    assert_eq!(
+        m.value(IMAGES, &labels(&images("a", "Z", "PENDING_UPLOAD", "BASE"))),
+        1.0
+    );
+    assert_eq!(
+        m.value(IMAGES, &labels(&images("a", "Z", "SAVING", "BASE"))),
+        1.0
+    );
+    assert_eq!(
+        m.value(IMAGES, &labels(&images("a", "Z", "ACTIVE", "BASE"))),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            "flexcloud_probe_success",
+            &[("account_id", "a"), ("zone_id", "Z")]
+        ),
+        1.0
+    );
+    assert!(
+        m.series("flexcloud_image_saving_created_timestamp_seconds", &[])
+            .is_empty()
+    );
     h.stop().await;
 }

@@ -1,4 +1,5 @@
 //! The simulator, driven over HTTP by a plain client, against each documented behaviour.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,13 @@ fn fleet() -> Scenario {
         .account("other99", &["US-TAMPA-1"])
         .account_with_status("closed01", "closed", &["US-TAMPA-1"])
         .image("acme01", "101", "ACTIVE", "BASE", &["US-TAMPA-1"])
-        .image("acme01", "102", "ACTIVE", "SERVER", &["US-TAMPA-1", "US-AUSTIN-1"])
+        .image(
+            "acme01",
+            "102",
+            "ACTIVE",
+            "SERVER",
+            &["US-TAMPA-1", "US-AUSTIN-1"],
+        )
         .image("acme01", "103", "SAVING", "SERVER", &["US-AUSTIN-1"])
         .image("acme01", "104", "DELETED", "BASE", &["US-TAMPA-1"])
         .image("acme02", "201", "ACTIVE", "BASE", &["US-TAMPA-1"])
@@ -84,10 +91,30 @@ async fn every_endpoint_answers_401_to_missing_or_wrong_credentials() {
         "/images/detail",
     ] {
         let url = format!("{}{path}", api.sim.url());
-        let none = api.http.get(&url).header("Content-Type", "application/json").send().await.unwrap();
-        assert_eq!(none.status(), StatusCode::UNAUTHORIZED, "{path} without credentials");
-        let wrong = api.http.get(&url).basic_auth(USER, Some("nope")).send().await.unwrap();
-        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{path} with a wrong password");
+        let none = api
+            .http
+            .get(&url)
+            .header("Content-Type", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            none.status(),
+            StatusCode::UNAUTHORIZED,
+            "{path} without credentials"
+        );
+        let wrong = api
+            .http
+            .get(&url)
+            .basic_auth(USER, Some("nope"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            wrong.status(),
+            StatusCode::UNAUTHORIZED,
+            "{path} with a wrong password"
+        );
     }
     api.sim.stop().await;
 }
@@ -96,7 +123,10 @@ async fn every_endpoint_answers_401_to_missing_or_wrong_credentials() {
 async fn accounts_lists_readable_accounts_and_filters_by_status() {
     let api = Api::start(fleet()).await;
     let all = api.json("/accounts").await;
-    assert_eq!(ids(&all, "list", "accountNumber"), ["acme01", "acme02", "closed01"]);
+    assert_eq!(
+        ids(&all, "list", "accountNumber"),
+        ["acme01", "acme02", "closed01"]
+    );
     assert_eq!(all["list"][0]["status"], "open");
     assert_eq!(all["list"][0]["currency"], "USD");
     assert!(all["links"].as_array().unwrap().is_empty());
@@ -137,9 +167,17 @@ async fn more_than_100_accounts_without_paging_is_a_303_to_page_one_then_links_l
     let response = api.get("/accounts?filterStatus=open").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let location = response.headers()["location"].to_str().unwrap().to_string();
-    assert_eq!(location, format!("{}/accounts?filterStatus=open&page=1&pageSize=100", api.sim.url()));
+    assert_eq!(
+        location,
+        format!(
+            "{}/accounts?filterStatus=open&page=1&pageSize=100",
+            api.sim.url()
+        )
+    );
 
-    let first = api.json(location.strip_prefix(&api.sim.url()).unwrap()).await;
+    let first = api
+        .json(location.strip_prefix(&api.sim.url()).unwrap())
+        .await;
     assert_eq!(first["list"].as_array().unwrap().len(), 100);
     assert!(link(&first, "first").is_none() && link(&first, "previous").is_none());
     assert_eq!(link(&first, "self").unwrap(), location);
@@ -158,8 +196,18 @@ async fn more_than_100_accounts_without_paging_is_a_303_to_page_one_then_links_l
 #[tokio::test]
 async fn exactly_100_accounts_come_whole_and_page_size_over_400_is_a_303_to_400() {
     let api = Api::start(many_accounts(100)).await;
-    assert_eq!(api.json("/accounts").await["list"].as_array().unwrap().len(), 100);
-    let response = api.get("/accounts?page=1&pageSize=1000").send().await.unwrap();
+    assert_eq!(
+        api.json("/accounts").await["list"]
+            .as_array()
+            .unwrap()
+            .len(),
+        100
+    );
+    let response = api
+        .get("/accounts?page=1&pageSize=1000")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(
         response.headers()["location"].to_str().unwrap(),
@@ -204,7 +252,10 @@ async fn images_detail_applies_each_filter() {
         assert_eq!(ids(&got, "images", "id"), expected, "{query}");
     }
     let image = &all["images"][1];
-    assert_eq!(image["zones"], serde_json::json!(["US-TAMPA-1", "US-AUSTIN-1"]));
+    assert_eq!(
+        image["zones"],
+        serde_json::json!(["US-TAMPA-1", "US-AUSTIN-1"])
+    );
     assert_eq!(image["updated"], Value::Null);
     assert_eq!(image["created"], "2012-01-01T00:00:00");
     assert_eq!(image["links"][0]["rel"], "self");
@@ -215,15 +266,25 @@ async fn images_detail_applies_each_filter() {
 
 #[tokio::test]
 async fn large_image_lists_follow_the_same_303_and_paging_rule() {
-    let mut scenario = Scenario::default().user(USER, PASSWORD, &["*"]).account("big", &["Z1"]);
+    let mut scenario = Scenario::default()
+        .user(USER, PASSWORD, &["*"])
+        .account("big", &["Z1"]);
     for i in 0..250 {
         scenario = scenario.image("big", &format!("{i}"), "ACTIVE", "SERVER", &["Z1"]);
     }
     let api = Api::start(scenario).await;
-    let response = api.get("/accounts/big/flexcloud/images/detail?zone=Z1&type=SERVER").send().await.unwrap();
+    let response = api
+        .get("/accounts/big/flexcloud/images/detail?zone=Z1&type=SERVER")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let mut next = Some(response.headers()["location"].to_str().unwrap().to_string());
-    assert!(next.as_deref().unwrap().ends_with("?zone=Z1&type=SERVER&page=1&pageSize=100"));
+    assert!(
+        next.as_deref()
+            .unwrap()
+            .ends_with("?zone=Z1&type=SERVER&page=1&pageSize=100")
+    );
     let mut seen = Vec::new();
     while let Some(url) = next {
         let page = api.json(url.strip_prefix(&api.sim.url()).unwrap()).await;
@@ -256,12 +317,21 @@ async fn account_less_images_detail_acts_on_the_credentials_account() {
 async fn short_list_and_single_image_have_their_documented_shapes() {
     let api = Api::start(fleet()).await;
     let short = api.json("/accounts/acme01/flexcloud/images").await;
-    let mut keys: Vec<_> = short["images"][0].as_object().unwrap().keys().cloned().collect();
+    let mut keys: Vec<_> = short["images"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     keys.sort();
     assert_eq!(keys, ["id", "links", "name", "zones"]);
     let one = api.json("/accounts/acme01/flexcloud/images/103").await;
     assert_eq!(one["image"]["status"], "SAVING");
-    let missing = api.get("/accounts/acme01/flexcloud/images/999").send().await.unwrap();
+    let missing = api
+        .get("/accounts/acme01/flexcloud/images/999")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     api.sim.stop().await;
 }
@@ -284,7 +354,10 @@ async fn unknown_account_is_404_item_not_found_and_foreign_account_is_403_forbid
         assert_eq!(inner["details"], "");
         assert_eq!(inner["guid"].as_str().unwrap().len(), 36);
     }
-    for path in ["/accounts/other99/flexcloud/zone", "/accounts/other99/flexcloud/images/detail"] {
+    for path in [
+        "/accounts/other99/flexcloud/zone",
+        "/accounts/other99/flexcloud/images/detail",
+    ] {
         let response = api.get(path).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
         let body: Value = response.json().await.unwrap();
@@ -298,40 +371,85 @@ async fn unknown_account_is_404_item_not_found_and_foreign_account_is_403_forbid
 #[tokio::test]
 async fn legacy_images_lack_zones_and_extra_fields_pass_through() {
     let scenario = fleet()
-        .image_with("acme02", "debian_lenny_template", "ACTIVE", "BASE", &["US-TAMPA-1"], |mut i| {
-            i.legacy = true;
-            i
-        })
-        .image_with("acme02", "202", "ACTIVE", "SERVER", &["US-TAMPA-1"], |mut i| {
-            i.extra.insert("flavor".into(), serde_json::json!({"ram": 512}));
-            i
-        });
+        .image_with(
+            "acme02",
+            "debian_lenny_template",
+            "ACTIVE",
+            "BASE",
+            &["US-TAMPA-1"],
+            |mut i| {
+                i.legacy = true;
+                i
+            },
+        )
+        .image_with(
+            "acme02",
+            "202",
+            "ACTIVE",
+            "SERVER",
+            &["US-TAMPA-1"],
+            |mut i| {
+                i.extra
+                    .insert("flavor".into(), serde_json::json!({"ram": 512}));
+                i
+            },
+        );
     let api = Api::start(scenario).await;
-    let list = api.json("/accounts/acme02/flexcloud/images/detail?zone=US-TAMPA-1").await;
-    let legacy = list["images"].as_array().unwrap().iter().find(|i| i["id"] == "debian_lenny_template").unwrap();
+    let list = api
+        .json("/accounts/acme02/flexcloud/images/detail?zone=US-TAMPA-1")
+        .await;
+    let legacy = list["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "debian_lenny_template")
+        .unwrap();
     assert!(legacy.get("zones").is_none());
-    let extra = list["images"].as_array().unwrap().iter().find(|i| i["id"] == "202").unwrap();
+    let extra = list["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "202")
+        .unwrap();
     assert_eq!(extra["flavor"]["ram"], 512);
     api.sim.stop().await;
 }
 
 #[tokio::test]
 async fn image_age_knob_makes_created_relative_to_now() {
-    let scenario = fleet().image_with("acme02", "stuck", "SAVING", "SERVER", &["US-TAMPA-1"], |mut i| {
-        i.age = Some(Duration::from_secs(3 * 3600));
-        i
-    });
+    let scenario = fleet().image_with(
+        "acme02",
+        "stuck",
+        "SAVING",
+        "SERVER",
+        &["US-TAMPA-1"],
+        |mut i| {
+            i.age = Some(Duration::from_secs(3 * 3600));
+            i
+        },
+    );
     let api = Api::start(scenario).await;
     let one = api.json("/accounts/acme02/flexcloud/images/stuck").await;
-    let created = flexcloud_exporter::timestamp::parse_unix_seconds(one["image"]["created"].as_str().unwrap()).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    assert!((now - created - 3.0 * 3600.0).abs() < 2.0, "age {}", now - created);
+    let created = flexcloud_exporter::timestamp::parse_unix_seconds(
+        one["image"]["created"].as_str().unwrap(),
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - created - 3.0 * 3600.0).abs() < 2.0,
+        "age {}",
+        now - created
+    );
     api.sim.stop().await;
 }
 
 #[tokio::test]
 async fn latency_knob_delays_every_answer_by_at_least_the_fixed_part() {
-    let api = Api::start(fleet().latency(Duration::from_millis(150), Duration::from_millis(20))).await;
+    let api =
+        Api::start(fleet().latency(Duration::from_millis(150), Duration::from_millis(20))).await;
     let started = Instant::now();
     api.json("/accounts").await;
     assert!(started.elapsed() >= Duration::from_millis(150));
@@ -347,20 +465,52 @@ async fn with_fault(action: FaultAction) -> Api {
 #[tokio::test]
 async fn status_faults_answer_with_their_status_body_and_retry_after() {
     for (status, retry_after) in [(500, None), (502, None), (503, Some("7")), (429, Some("3"))] {
-        let api = with_fault(FaultAction::Status { status, body: None, retry_after: retry_after.map(String::from) }).await;
-        let response = api.get("/accounts/acme01/flexcloud/zone").send().await.unwrap();
+        let api = with_fault(FaultAction::Status {
+            status,
+            body: None,
+            retry_after: retry_after.map(String::from),
+        })
+        .await;
+        let response = api
+            .get("/accounts/acme01/flexcloud/zone")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status().as_u16(), status);
         assert_eq!(
-            response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()).as_deref(),
+            response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string())
+                .as_deref(),
             retry_after
         );
         assert!(!response.text().await.unwrap().is_empty());
         // Other paths stay healthy.
-        assert_eq!(api.get("/accounts/acme02/flexcloud/zone").send().await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            api.get("/accounts/acme02/flexcloud/zone")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
         api.sim.stop().await;
     }
-    let custom = with_fault(FaultAction::Status { status: 500, body: Some("{\"x\":1}".into()), retry_after: None }).await;
-    let text = custom.get("/accounts/acme01/flexcloud/zone").send().await.unwrap().text().await.unwrap();
+    let custom = with_fault(FaultAction::Status {
+        status: 500,
+        body: Some("{\"x\":1}".into()),
+        retry_after: None,
+    })
+    .await;
+    let text = custom
+        .get("/accounts/acme01/flexcloud/zone")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(text, "{\"x\":1}");
     custom.sim.stop().await;
 }
@@ -369,12 +519,26 @@ async fn status_faults_answer_with_their_status_body_and_retry_after() {
 async fn a_fault_limited_to_n_occurrences_heals_after_n() {
     let api = Api::start(fleet()).await;
     api.sim.add_fault(
-        Fault::on("/accounts/*/flexcloud/images/detail", FaultAction::Status { status: 500, body: None, retry_after: None })
-            .with_query("type=SERVER")
-            .times(2),
+        Fault::on(
+            "/accounts/*/flexcloud/images/detail",
+            FaultAction::Status {
+                status: 500,
+                body: None,
+                retry_after: None,
+            },
+        )
+        .with_query("type=SERVER")
+        .times(2),
     );
     let path = "/accounts/acme01/flexcloud/images/detail?type=SERVER";
-    assert_eq!(api.get("/accounts/acme01/flexcloud/images/detail?type=BASE").send().await.unwrap().status(), 200);
+    assert_eq!(
+        api.get("/accounts/acme01/flexcloud/images/detail?type=BASE")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert_eq!(api.get(path).send().await.unwrap().status(), 500);
     assert_eq!(api.get(path).send().await.unwrap().status(), 500);
     assert_eq!(api.get(path).send().await.unwrap().status(), 200);
@@ -383,7 +547,10 @@ async fn a_fault_limited_to_n_occurrences_heals_after_n() {
 
 #[tokio::test]
 async fn delay_fault_outlasts_a_client_timeout() {
-    let api = with_fault(FaultAction::Delay { delay: Duration::from_secs(3) }).await;
+    let api = with_fault(FaultAction::Delay {
+        delay: Duration::from_secs(3),
+    })
+    .await;
     let err = api
         .get("/accounts/acme01/flexcloud/zone")
         .timeout(Duration::from_millis(300))
@@ -397,30 +564,67 @@ async fn delay_fault_outlasts_a_client_timeout() {
 #[tokio::test]
 async fn malformed_html_and_truncated_bodies_break_a_json_client() {
     let api = with_fault(FaultAction::MalformedJson).await;
-    let response = api.get("/accounts/acme01/flexcloud/images/detail").send().await.unwrap();
+    let response = api
+        .get("/accounts/acme01/flexcloud/images/detail")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert!(serde_json::from_str::<Value>(&response.text().await.unwrap()).is_err());
     api.sim.stop().await;
 
     let api = with_fault(FaultAction::Html).await;
-    let response = api.get("/accounts/acme01/flexcloud/images/detail").send().await.unwrap();
+    let response = api
+        .get("/accounts/acme01/flexcloud/images/detail")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
-    assert!(response.text().await.unwrap().starts_with("<!DOCTYPE html>"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .starts_with("<!DOCTYPE html>")
+    );
     api.sim.stop().await;
 
     let api = with_fault(FaultAction::Truncated).await;
-    let response = api.get("/accounts/acme01/flexcloud/images/detail").send().await.unwrap();
-    let promised: usize = response.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    let response = api
+        .get("/accounts/acme01/flexcloud/images/detail")
+        .send()
+        .await
+        .unwrap();
+    let promised: usize = response.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(promised > 100);
-    assert!(response.bytes().await.is_err(), "the body must end short of its Content-Length");
+    assert!(
+        response.bytes().await.is_err(),
+        "the body must end short of its Content-Length"
+    );
     api.sim.stop().await;
 }
 
 #[tokio::test]
 async fn oversized_fault_sends_exactly_the_requested_bytes() {
     let api = with_fault(FaultAction::Oversized { bytes: 3_000_000 }).await;
-    let body = api.get("/accounts/acme01/flexcloud/images/detail").send().await.unwrap().bytes().await.unwrap();
+    let body = api
+        .get("/accounts/acme01/flexcloud/images/detail")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(body.len(), 3_000_000);
     assert!(body.starts_with(b"{\"images\": [{\"id\""));
     api.sim.stop().await;
@@ -428,9 +632,20 @@ async fn oversized_fault_sends_exactly_the_requested_bytes() {
 
 #[tokio::test]
 async fn drip_fault_sends_the_real_body_slowly() {
-    let api = with_fault(FaultAction::Drip { interval: Duration::from_millis(20), chunk_bytes: 64 }).await;
+    let api = with_fault(FaultAction::Drip {
+        interval: Duration::from_millis(20),
+        chunk_bytes: 64,
+    })
+    .await;
     let started = Instant::now();
-    let body: Value = api.get("/accounts/acme01/flexcloud/zone").send().await.unwrap().json().await.unwrap();
+    let body: Value = api
+        .get("/accounts/acme01/flexcloud/zone")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["acme01"][0]["zone"], "US-TAMPA-1");
     // The zone list is over 64 bytes, so at least two chunks and two waits.
     assert!(started.elapsed() >= Duration::from_millis(40));
@@ -441,17 +656,35 @@ async fn drip_fault_sends_the_real_body_slowly() {
 async fn dropped_and_reset_connections_get_no_answer() {
     for action in [FaultAction::DropConnection, FaultAction::ResetConnection] {
         let api = with_fault(action.clone()).await;
-        let err = api.get("/accounts/acme01/flexcloud/zone").send().await.unwrap_err();
+        let err = api
+            .get("/accounts/acme01/flexcloud/zone")
+            .send()
+            .await
+            .unwrap_err();
         assert!(!err.is_timeout() && err.is_request(), "{action:?}: {err}");
-        assert_eq!(api.get("/accounts/acme02/flexcloud/zone").send().await.unwrap().status(), 200);
+        assert_eq!(
+            api.get("/accounts/acme02/flexcloud/zone")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
         api.sim.stop().await;
     }
 }
 
 #[tokio::test]
 async fn redirect_fault_points_elsewhere() {
-    let api = with_fault(FaultAction::Redirect { location: "http://127.0.0.2:9/steal".into() }).await;
-    let response = api.get("/accounts/acme01/flexcloud/zone").send().await.unwrap();
+    let api = with_fault(FaultAction::Redirect {
+        location: "http://127.0.0.2:9/steal".into(),
+    })
+    .await;
+    let response = api
+        .get("/accounts/acme01/flexcloud/zone")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(response.headers()["location"], "http://127.0.0.2:9/steal");
     api.sim.stop().await;
@@ -461,16 +694,32 @@ async fn redirect_fault_points_elsewhere() {
 async fn the_handle_changes_the_api_while_it_runs() {
     let api = Api::start(fleet()).await;
     let path = "/accounts/acme01/flexcloud/images/detail";
-    api.sim.add_fault(Fault::on(path, FaultAction::Status { status: 503, body: None, retry_after: None }));
+    api.sim.add_fault(Fault::on(
+        path,
+        FaultAction::Status {
+            status: 503,
+            body: None,
+            retry_after: None,
+        },
+    ));
     assert_eq!(api.get(path).send().await.unwrap().status(), 503);
     api.sim.clear_faults();
     assert_eq!(api.get(path).send().await.unwrap().status(), 200);
     api.sim.update(|s| s.images.retain(|i| i.id != "101"));
-    assert_eq!(ids(&api.json(path).await, "images", "id"), ["102", "103", "104"]);
+    assert_eq!(
+        ids(&api.json(path).await, "images", "id"),
+        ["102", "103", "104"]
+    );
     api.sim.set_scenario(many_accounts(3)).unwrap();
-    assert_eq!(api.get(path).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.get(path).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
     let log = api.sim.requests();
-    assert!(log.iter().all(|r| r.sent_credentials && r.user.as_deref() == Some(USER)));
+    assert!(
+        log.iter()
+            .all(|r| r.sent_credentials && r.user.as_deref() == Some(USER))
+    );
     assert_eq!(log.len(), 4);
     api.sim.stop().await;
 }
@@ -481,17 +730,49 @@ async fn the_admin_endpoints_change_the_api_while_it_runs() {
     let admin = |p: &str| format!("{}/-/sim/{p}", api.sim.url());
     let path = "/accounts/acme01/flexcloud/zone";
     let fault = r#"{"path": "/accounts/acme01/*", "kind": "status", "status": 500, "times": 1}"#;
-    assert_eq!(api.http.post(admin("faults")).body(fault).send().await.unwrap().status(), 204);
+    assert_eq!(
+        api.http
+            .post(admin("faults"))
+            .body(fault)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
     assert_eq!(api.get(path).send().await.unwrap().status(), 500);
     assert_eq!(api.get(path).send().await.unwrap().status(), 200);
-    let bad = api.http.post(admin("faults")).body(r#"{"path": "/x", "kind": "explode"}"#).send().await.unwrap();
+    let bad = api
+        .http
+        .post(admin("faults"))
+        .body(r#"{"path": "/x", "kind": "explode"}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
     let replacement = r#"{"users": [{"username": "alice", "password": "s3cret", "accounts": ["*"]}],
                           "accounts": [{"id": "fresh", "zones": ["Z9"]}]}"#;
-    let replaced = api.http.put(admin("scenario")).body(replacement).send().await.unwrap();
+    let replaced = api
+        .http
+        .put(admin("scenario"))
+        .body(replacement)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(replaced.status(), 204, "{}", replaced.text().await.unwrap());
-    assert_eq!(ids(&api.json("/accounts").await, "list", "accountNumber"), ["fresh"]);
-    let requests: Value = api.http.get(admin("requests")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        ids(&api.json("/accounts").await, "list", "accountNumber"),
+        ["fresh"]
+    );
+    let requests: Value = api
+        .http
+        .get(admin("requests"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(requests.as_array().unwrap().len(), 3);
     api.sim.stop().await;
 }

@@ -91,17 +91,27 @@ impl ApiClient {
     /// Every `open` account the credentials can read, across all pages.
     pub async fn list_open_accounts(&self) -> Result<Vec<String>, ApiError> {
         let mut accounts = Vec::new();
-        self.fetch_pages(Endpoint::Accounts, "", "accounts", &[("filterStatus", "open")], |body| {
-            let page: AccountPage = parse(body)?;
-            accounts.extend(
-                page.list
-                    .iter()
-                    // The filter was sent; a server that ignores it must not add others.
-                    .filter(|a| a.status.as_deref().is_none_or(|s| s.eq_ignore_ascii_case("open")))
-                    .map(|a| a.account_number.to_string()),
-            );
-            Ok(model::next_link(&page.links).map(String::from))
-        })
+        self.fetch_pages(
+            Endpoint::Accounts,
+            "",
+            "accounts",
+            &[("filterStatus", "open")],
+            |body| {
+                let page: AccountPage = parse(body)?;
+                accounts.extend(
+                    page.list
+                        .iter()
+                        // The filter was sent; a server that ignores it must not add others.
+                        .filter(|a| {
+                            a.status
+                                .as_deref()
+                                .is_none_or(|s| s.eq_ignore_ascii_case("open"))
+                        })
+                        .map(|a| a.account_number.to_string()),
+                );
+                Ok(model::next_link(&page.links).map(String::from))
+            },
+        )
         .await?;
         Ok(accounts)
     }
@@ -131,7 +141,10 @@ impl ApiClient {
         image_type: ImageType,
         mut on_image: impl FnMut(&ImageEntry<'_>),
     ) -> Result<(), ApiError> {
-        let path = format!("accounts/{}/flexcloud/images/detail", encode_segment(account));
+        let path = format!(
+            "accounts/{}/flexcloud/images/detail",
+            encode_segment(account)
+        );
         let query = [("zone", zone), ("type", image_type.as_str())];
         self.fetch_pages(Endpoint::ImagesDetail, account, &path, &query, |body| {
             let page: ImagePage = parse(body)?;
@@ -150,10 +163,14 @@ impl ApiClient {
         query: &[(&str, &str)],
         mut on_page: impl FnMut(&[u8]) -> Result<Option<String>, ApiError>,
     ) -> Result<(), ApiError> {
-        let mut url = self.settings.base_url.join(path).map_err(|_| ApiError::Invalid {
-            status: 0,
-            reason: InvalidReason::BadRedirect,
-        })?;
+        let mut url = self
+            .settings
+            .base_url
+            .join(path)
+            .map_err(|_| ApiError::Invalid {
+                status: 0,
+                reason: InvalidReason::BadRedirect,
+            })?;
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
@@ -166,7 +183,9 @@ impl ApiClient {
                 Reply::SeeOther(location) => page_url(&url, &location, 303)?,
                 Reply::Body(body, took) => {
                     let parsed = on_page(&body);
-                    let code = parsed.as_ref().map_or_else(ApiError::code, |_| "200".into());
+                    let code = parsed
+                        .as_ref()
+                        .map_or_else(ApiError::code, |_| "200".into());
                     self.metrics.observe_request(account, endpoint, &code, took);
                     match parsed? {
                         Some(next) => page_url(&url, &next, 200)?,
@@ -206,7 +225,12 @@ impl ApiClient {
             .await
     }
 
-    async fn get_once(&self, endpoint: Endpoint, account: &str, url: &Url) -> Result<Reply, ApiError> {
+    async fn get_once(
+        &self,
+        endpoint: Endpoint,
+        account: &str,
+        url: &Url,
+    ) -> Result<Reply, ApiError> {
         // The semaphore is never closed, so acquiring only waits.
         let _permit = self.limiter.acquire().await.ok();
         // Checked after the wait: a 401 may have arrived while this request queued.
@@ -221,7 +245,8 @@ impl ApiClient {
             Err(e) => Some(e.code()),
         };
         if let Some(code) = code {
-            self.metrics.observe_request(account, endpoint, &code, started.elapsed());
+            self.metrics
+                .observe_request(account, endpoint, &code, started.elapsed());
         }
         if matches!(&result, Err(e) if e.is_unauthorized()) {
             self.suspended.store(true, Ordering::SeqCst);
@@ -234,7 +259,10 @@ impl ApiClient {
         let response = self
             .http
             .get(url.clone())
-            .basic_auth(&self.settings.username, Some(self.settings.password.expose_secret()))
+            .basic_auth(
+                &self.settings.username,
+                Some(self.settings.password.expose_secret()),
+            )
             .header(ACCEPT, "application/json")
             .header(CONTENT_TYPE, "application/json")
             .send()
@@ -261,7 +289,9 @@ impl ApiClient {
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_retry_after);
-                let body = read_capped(response, ERROR_BODY_LIMIT).await.unwrap_or_default();
+                let body = read_capped(response, ERROR_BODY_LIMIT)
+                    .await
+                    .unwrap_or_default();
                 Err(ApiError::Status {
                     status,
                     kind: model::error_kind(&body),
@@ -290,7 +320,9 @@ async fn read_capped(mut response: Response, limit: usize) -> Result<Bytes, ApiE
     if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let mut body = BytesMut::with_capacity(response.content_length().unwrap_or(8192).min(limit as u64) as usize);
+    let mut body = BytesMut::with_capacity(
+        response.content_length().unwrap_or(8192).min(limit as u64) as usize,
+    );
     while let Some(chunk) = response.chunk().await.map_err(|e| classify(e, status))? {
         if body.len() + chunk.len() > limit {
             return Err(too_large());
@@ -338,7 +370,10 @@ fn page_url(current: &Url, target: &str, status: u16) -> Result<Url, ApiError> {
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let mut next = current.clone();
-    next.query_pairs_mut().clear().extend_pairs(kept).extend_pairs(paging);
+    next.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .extend_pairs(paging);
     Ok(next)
 }
 
@@ -364,7 +399,10 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(seconds));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// An account id as one path segment, whatever characters it holds.
@@ -380,21 +418,36 @@ mod tests {
 
     #[test]
     fn page_url_keeps_filters_and_takes_only_paging_from_the_server() {
-        let current = Url::parse("https://api.example.com/accounts/a/flexcloud/images/detail?zone=Z&type=BASE").unwrap();
-        let next = page_url(&current, "https://evil.example.net/steal?page=2&pageSize=100&zone=X", 200).unwrap();
+        let current = Url::parse(
+            "https://api.example.com/accounts/a/flexcloud/images/detail?zone=Z&type=BASE",
+        )
+        .unwrap();
+        let next = page_url(
+            &current,
+            "https://evil.example.net/steal?page=2&pageSize=100&zone=X",
+            200,
+        )
+        .unwrap();
         assert_eq!(
             next.as_str(),
             "https://api.example.com/accounts/a/flexcloud/images/detail?zone=Z&type=BASE&page=2&pageSize=100"
         );
         let relative = page_url(&next, "?page=3&pageSize=100", 200).unwrap();
-        assert!(relative.as_str().ends_with("?zone=Z&type=BASE&page=3&pageSize=100"));
+        assert!(
+            relative
+                .as_str()
+                .ends_with("?zone=Z&type=BASE&page=3&pageSize=100")
+        );
         assert!(page_url(&current, "https://evil.example.net/steal", 303).is_err());
     }
 
     #[test]
     fn retry_after_takes_seconds_or_a_date() {
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 
@@ -406,7 +459,11 @@ mod tests {
 
     #[test]
     fn only_transient_failures_are_retried() {
-        let status = |s| ApiError::Status { status: s, kind: None, retry_after: None };
+        let status = |s| ApiError::Status {
+            status: s,
+            kind: None,
+            retry_after: None,
+        };
         for s in [429, 502, 503, 504] {
             assert!(is_transient(&status(s)), "{s}");
         }

@@ -76,11 +76,17 @@ impl ApiError {
 
     /// Whether the API rejected the credentials.
     pub fn is_unauthorized(&self) -> bool {
-        matches!(self, ApiError::Status { status: 401, .. } | ApiError::CredentialsSuspended)
+        matches!(
+            self,
+            ApiError::Status { status: 401, .. } | ApiError::CredentialsSuspended
+        )
     }
 
     /// Whether the failure came from the API itself (a response arrived).
     pub fn reached_api(&self) -> bool {
-        matches!(self, ApiError::Status { .. } | ApiError::Invalid { .. } | ApiError::CredentialsSuspended)
+        matches!(
+            self,
+            ApiError::Status { .. } | ApiError::Invalid { .. } | ApiError::CredentialsSuspended
+        )
     }
 }

@@ -19,7 +19,10 @@ pub struct Link<'a> {
 
 /// The `next` link of a page, if any.
 pub fn next_link<'a>(links: &'a [Link<'a>]) -> Option<&'a str> {
-    links.iter().find(|l| l.rel == "next").map(|l| l.href.as_ref())
+    links
+        .iter()
+        .find(|l| l.rel == "next")
+        .map(|l| l.href.as_ref())
 }
 
 /// `GET /accounts`: `{"list": [...], "links": [...]}`.
@@ -33,7 +36,11 @@ pub struct AccountPage<'a> {
 
 #[derive(Debug, Deserialize)]
 pub struct AccountEntry<'a> {
-    #[serde(rename = "accountNumber", borrow, deserialize_with = "string_or_number")]
+    #[serde(
+        rename = "accountNumber",
+        borrow,
+        deserialize_with = "string_or_number"
+    )]
     pub account_number: Cow<'a, str>,
     #[serde(borrow, default)]
     pub status: Option<Cow<'a, str>>,
@@ -114,7 +121,9 @@ fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Cow<'de, str>, D:
     d.deserialize_any(StrOrNum)
 }
 
-fn opt_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+fn opt_string_or_number<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Cow<'de, str>>, D::Error> {
     struct Opt;
     impl<'de> Visitor<'de> for Opt {
         type Value = Option<Cow<'de, str>>;
@@ -164,7 +173,8 @@ mod tests {
 
     #[test]
     fn escaped_names_are_decoded() {
-        let page: ImagePage = serde_json::from_slice(br#"{"images": [{"name": "a\"b\n<c>"}]}"#).unwrap();
+        let page: ImagePage =
+            serde_json::from_slice(br#"{"images": [{"name": "a\"b\n<c>"}]}"#).unwrap();
         assert_eq!(page.images[0].name.as_deref(), Some("a\"b\n<c>"));
     }
 
@@ -176,7 +186,10 @@ mod tests {
 
     #[test]
     fn error_kind_is_the_first_key() {
-        assert_eq!(error_kind(br#"{"itemNotFound": {"code": 404}}"#).as_deref(), Some("itemNotFound"));
+        assert_eq!(
+            error_kind(br#"{"itemNotFound": {"code": 404}}"#).as_deref(),
+            Some("itemNotFound")
+        );
         assert_eq!(error_kind(b"<html>"), None);
     }
 }

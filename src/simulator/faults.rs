@@ -20,7 +20,11 @@ use super::{ConnectionControl, RequestRecord, Shared, lock, record};
 
 /// Logs the request, waits the scenario's latency, then applies the first matching fault
 /// or lets the endpoint answer.
-pub(super) async fn inject(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+pub(super) async fn inject(
+    State(shared): State<Arc<Shared>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     record(
@@ -135,13 +139,22 @@ async fn apply(action: FaultAction, req: Request, next: Next) -> Response {
 }
 
 fn json_200(body: Body) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// The error answer the API (or the proxy in front of it) gives for `status`.
 fn default_error(status: StatusCode) -> Response {
     match status.as_u16() {
-        401 => (status, "This server could not verify that you are authorized.").into_response(),
+        401 => (
+            status,
+            "This server could not verify that you are authorized.",
+        )
+            .into_response(),
         403 => error_body("forbidden", status, "forbidden"),
         404 => error_body("itemNotFound", status, "Resource not found"),
         400 => error_body("badRequest", status, "Bad request"),
@@ -184,7 +197,10 @@ fn oversized_body(bytes: u64) -> Body {
             }
             let piece = if sent == 0 { head } else { chunk };
             let take = (bytes - sent).min(piece.len() as u64);
-            Some((Ok::<_, Infallible>(piece.slice(..take as usize)), sent + take))
+            Some((
+                Ok::<_, Infallible>(piece.slice(..take as usize)),
+                sent + take,
+            ))
         }
     });
     Body::from_stream(chunks)

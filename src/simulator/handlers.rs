@@ -20,9 +20,18 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/accounts", get(list_accounts))
         .route("/accounts/{account}/flexcloud/zone", get(list_zones))
-        .route("/accounts/{account}/flexcloud/images/detail", get(list_images_detail))
-        .route("/accounts/{account}/flexcloud/images", get(list_images_short))
-        .route("/accounts/{account}/flexcloud/images/{image}", get(show_image))
+        .route(
+            "/accounts/{account}/flexcloud/images/detail",
+            get(list_images_detail),
+        )
+        .route(
+            "/accounts/{account}/flexcloud/images",
+            get(list_images_short),
+        )
+        .route(
+            "/accounts/{account}/flexcloud/images/{image}",
+            get(show_image),
+        )
         .route("/images/detail", get(list_own_images_detail))
         .fallback(not_found)
 }
@@ -30,14 +39,35 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
 /// The Basic-auth user name carried by a request, whatever its password.
 pub(super) fn basic_user(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
     Some((user.to_string(), password.to_string()))
 }
 
-fn authenticate<'s>(scenario: &'s Scenario, headers: &HeaderMap) -> Result<&'s User, Response> {
+/// Why a request is refused before it reaches the data.
+enum Denied {
+    Unauthorized,
+    NotFound,
+    Forbidden,
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Denied::Unauthorized => unauthorized(),
+            Denied::NotFound => item_not_found(),
+            Denied::Forbidden => error_body("forbidden", StatusCode::FORBIDDEN, "forbidden"),
+        }
+    }
+}
+
+fn authenticate<'s>(scenario: &'s Scenario, headers: &HeaderMap) -> Result<&'s User, Denied> {
     basic_user(headers)
         .and_then(|(name, password)| {
             scenario
@@ -45,7 +75,7 @@ fn authenticate<'s>(scenario: &'s Scenario, headers: &HeaderMap) -> Result<&'s U
                 .iter()
                 .find(|u| u.username == name && u.password == password)
         })
-        .ok_or_else(unauthorized)
+        .ok_or(Denied::Unauthorized)
 }
 
 fn unauthorized() -> Response {
@@ -60,7 +90,11 @@ fn unauthorized() -> Response {
 /// The API's error object: `{"<kind>": {"message", "code", "details", ...}}`.
 pub(super) fn error_body(kind: &str, status: StatusCode, message: &str) -> Response {
     let mut inner = json!({ "message": message, "code": status.as_u16(), "details": "" });
-    let id_key = if kind == "itemNotFound" { "guid" } else { "errorid" };
+    let id_key = if kind == "itemNotFound" {
+        "guid"
+    } else {
+        "errorid"
+    };
     inner[id_key] = Value::String(pseudo_guid());
     (status, Json(json!({ kind: inner }))).into_response()
 }
@@ -68,7 +102,14 @@ pub(super) fn error_body(kind: &str, status: StatusCode, message: &str) -> Respo
 fn pseudo_guid() -> String {
     let n: u128 = rand::random();
     let h = format!("{n:032x}");
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn item_not_found() -> Response {
@@ -80,10 +121,18 @@ fn can_read(user: &User, account: &str) -> bool {
 }
 
 /// The account, or the documented 404 (unknown) / 403 (not this user's) answer.
-fn readable_account<'s>(scenario: &'s Scenario, user: &User, id: &str) -> Result<&'s Account, Response> {
-    let account = scenario.accounts.iter().find(|a| a.id == id).ok_or_else(item_not_found)?;
+fn readable_account<'s>(
+    scenario: &'s Scenario,
+    user: &User,
+    id: &str,
+) -> Result<&'s Account, Denied> {
+    let account = scenario
+        .accounts
+        .iter()
+        .find(|a| a.id == id)
+        .ok_or(Denied::NotFound)?;
     if !can_read(user, id) {
-        return Err(error_body("forbidden", StatusCode::FORBIDDEN, "forbidden"));
+        return Err(Denied::Forbidden);
     }
     Ok(account)
 }
@@ -115,7 +164,11 @@ fn paged(items: Vec<Value>, key: &str, req: &Request, links_when_whole: bool) ->
             Json(Value::Object(body)).into_response()
         }
         Paging::Page { range, links } => {
-            let page: Vec<Value> = items.into_iter().skip(range.start).take(range.len()).collect();
+            let page: Vec<Value> = items
+                .into_iter()
+                .skip(range.start)
+                .take(range.len())
+                .collect();
             Json(json!({ key: page, "links": links })).into_response()
         }
         Paging::SeeOther(location) => see_other(location),
@@ -134,7 +187,7 @@ async fn list_accounts(State(shared): State<Arc<Shared>>, req: Request) -> Respo
     let fleet = lock(&shared.fleet);
     let user = match authenticate(&fleet.scenario, req.headers()) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let is_json = req
         .headers()
@@ -151,7 +204,11 @@ async fn list_accounts(State(shared): State<Arc<Shared>>, req: Request) -> Respo
     let filter = query_value(&req, "filterStatus");
     if let Some(f) = &filter {
         if !["pending", "open", "suspended", "closed"].contains(&f.as_str()) {
-            return error_body("badRequest", StatusCode::BAD_REQUEST, "filterStatus is not a known status");
+            return error_body(
+                "badRequest",
+                StatusCode::BAD_REQUEST,
+                "filterStatus is not a known status",
+            );
         }
     }
     let origin = origin(req.headers());
@@ -174,13 +231,17 @@ async fn list_accounts(State(shared): State<Arc<Shared>>, req: Request) -> Respo
     paged(items, "list", &req, true)
 }
 
-async fn list_zones(State(shared): State<Arc<Shared>>, Path(account): Path<String>, req: Request) -> Response {
+async fn list_zones(
+    State(shared): State<Arc<Shared>>,
+    Path(account): Path<String>,
+    req: Request,
+) -> Response {
     let fleet = lock(&shared.fleet);
     let account = match authenticate(&fleet.scenario, req.headers())
         .and_then(|user| readable_account(&fleet.scenario, user, &account))
     {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let zones: Vec<Value> = account
         .zones
@@ -198,7 +259,10 @@ enum Shape {
 }
 
 fn image_json(image: &Image, origin: &str, now: SystemTime, shape: Shape) -> Value {
-    let href = format!("{origin}/accounts/{}/flexcloud/images/{}/", image.account, image.id);
+    let href = format!(
+        "{origin}/accounts/{}/flexcloud/images/{}/",
+        image.account, image.id
+    );
     let mut obj = Map::new();
     obj.insert("id".into(), json!(image.id));
     obj.insert("name".into(), json!(image.name));
@@ -238,16 +302,27 @@ fn matching_images(scenario: &Scenario, account: &str, req: &Request, shape: Sha
         .filter(|i| name.as_deref().is_none_or(|n| i.name == n))
         .filter(|i| status.as_deref().is_none_or(|s| i.status == s))
         .filter(|i| image_type.as_deref().is_none_or(|t| i.image_type == t))
-        .filter(|i| zone.as_deref().is_none_or(|z| i.zones.iter().any(|iz| iz == z)))
+        .filter(|i| {
+            zone.as_deref()
+                .is_none_or(|z| i.zones.iter().any(|iz| iz == z))
+        })
         .map(|i| image_json(i, &origin, now, shape))
         .collect()
 }
 
-async fn list_images_detail(State(shared): State<Arc<Shared>>, Path(account): Path<String>, req: Request) -> Response {
+async fn list_images_detail(
+    State(shared): State<Arc<Shared>>,
+    Path(account): Path<String>,
+    req: Request,
+) -> Response {
     list_images(&shared, Some(account), req, Shape::Detail)
 }
 
-async fn list_images_short(State(shared): State<Arc<Shared>>, Path(account): Path<String>, req: Request) -> Response {
+async fn list_images_short(
+    State(shared): State<Arc<Shared>>,
+    Path(account): Path<String>,
+    req: Request,
+) -> Response {
     list_images(&shared, Some(account), req, Shape::Short)
 }
 
@@ -260,7 +335,7 @@ fn list_images(shared: &Shared, account: Option<String>, req: Request, shape: Sh
     let scenario = &fleet.scenario;
     let user = match authenticate(scenario, req.headers()) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     // The account-less form acts on the credentials' own (first readable) account.
     let account = account.or_else(|| {
@@ -274,7 +349,7 @@ fn list_images(shared: &Shared, account: Option<String>, req: Request, shape: Sh
         return item_not_found();
     };
     if let Err(r) = readable_account(scenario, user, &account) {
-        return r;
+        return r.into_response();
     }
     let items = matching_images(scenario, &account, &req, shape);
     paged(items, "images", &req, false)
@@ -287,8 +362,10 @@ async fn show_image(
 ) -> Response {
     let fleet = lock(&shared.fleet);
     let scenario = &fleet.scenario;
-    if let Err(r) = authenticate(scenario, req.headers()).and_then(|u| readable_account(scenario, u, &account)) {
-        return r;
+    if let Err(r) =
+        authenticate(scenario, req.headers()).and_then(|u| readable_account(scenario, u, &account))
+    {
+        return r.into_response();
     }
     let image_id = image.trim_end_matches('/');
     match scenario.images.iter().find(|i| i.account == account && i.id == image_id) {
@@ -301,7 +378,7 @@ async fn show_image(
 async fn not_found(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let fleet = lock(&shared.fleet);
     if let Err(r) = authenticate(&fleet.scenario, &headers) {
-        return r;
+        return r.into_response();
     }
     item_not_found()
 }

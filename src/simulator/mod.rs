@@ -5,8 +5,8 @@
 //! scenario file and takes changes on its admin endpoints under `/-/sim/`.
 
 mod admin;
-mod handlers;
 mod faults;
+mod handlers;
 mod paging;
 pub mod scenario;
 
@@ -70,10 +70,12 @@ impl Simulator {
     /// task. The scenario is expanded (generated fleet) and validated first.
     pub async fn start(scenario: Scenario, listener: TcpListener) -> Result<Self, ScenarioError> {
         let scenario = scenario.expanded()?;
-        let addr = listener.local_addr().map_err(|source| ScenarioError::Read {
-            path: "listener".into(),
-            source,
-        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ScenarioError::Read {
+                path: "listener".into(),
+                source,
+            })?;
         let shared = Arc::new(Shared {
             fleet: Mutex::new(Fleet::new(scenario)),
             log: Mutex::new(VecDeque::new()),
@@ -91,12 +93,13 @@ impl Simulator {
 
     /// Starts on a fresh loopback port.
     pub async fn start_local(scenario: Scenario) -> Result<Self, ScenarioError> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|source| ScenarioError::Read {
-                path: "127.0.0.1:0".into(),
-                source,
-            })?;
+        let listener =
+            TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|source| ScenarioError::Read {
+                    path: "127.0.0.1:0".into(),
+                    source,
+                })?;
         Self::start(scenario, listener).await
     }
 
@@ -196,7 +199,10 @@ impl Fleet {
 
 fn router(shared: Arc<Shared>) -> Router {
     handlers::routes()
-        .layer(axum::middleware::from_fn_with_state(shared.clone(), faults::inject))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            faults::inject,
+        ))
         .merge(admin::routes())
         .with_state(shared)
 }
@@ -229,10 +235,13 @@ async fn serve(listener: TcpListener, router: Router, stop: Arc<Notify>) {
         let service = {
             let control = control.clone();
             let router = router.clone();
-            tower::ServiceExt::map_request(router, move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(control.clone());
-                req
-            })
+            tower::ServiceExt::map_request(
+                router,
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(control.clone());
+                    req
+                },
+            )
         };
         connections.spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()

@@ -59,22 +59,42 @@ pub fn decide(total: usize, base: &str, query: &str) -> Paging {
             return Paging::SeeOther(href(base, &others, page, MAX_PAGE_SIZE));
         }
         Some(Ok(s)) if s >= 1 => s,
-        Some(_) => return Paging::BadRequest("pageSize must be a whole number from 1 to 400".into()),
+        Some(_) => {
+            return Paging::BadRequest("pageSize must be a whole number from 1 to 400".into());
+        }
     };
     let last = total.div_ceil(size).max(1);
     let start = ((page - 1) * size).min(total);
     let end = (start + size).min(total);
     let mut links = Vec::new();
-    links.push(Link { rel: "self", href: href(base, &others, page, size) });
+    links.push(Link {
+        rel: "self",
+        href: href(base, &others, page, size),
+    });
     if page > 1 {
-        links.push(Link { rel: "first", href: href(base, &others, 1, size) });
-        links.push(Link { rel: "previous", href: href(base, &others, (page - 1).min(last), size) });
+        links.push(Link {
+            rel: "first",
+            href: href(base, &others, 1, size),
+        });
+        links.push(Link {
+            rel: "previous",
+            href: href(base, &others, (page - 1).min(last), size),
+        });
     }
     if page < last {
-        links.push(Link { rel: "next", href: href(base, &others, page + 1, size) });
-        links.push(Link { rel: "last", href: href(base, &others, last, size) });
+        links.push(Link {
+            rel: "next",
+            href: href(base, &others, page + 1, size),
+        });
+        links.push(Link {
+            rel: "last",
+            href: href(base, &others, last, size),
+        });
     }
-    Paging::Page { range: start..end, links }
+    Paging::Page {
+        range: start..end,
+        links,
+    }
 }
 
 fn href(base: &str, others: &[(String, String)], page: usize, size: usize) -> String {
@@ -87,7 +107,9 @@ fn href(base: &str, others: &[(String, String)], page: usize, size: usize) -> St
 
 /// Decoded `key=value` pairs of a query string.
 pub fn form_pairs(query: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -137,6 +159,9 @@ mod tests {
     #[test]
     fn bad_paging_values_are_400() {
         assert!(matches!(decide(5, "b", "page=0"), Paging::BadRequest(_)));
-        assert!(matches!(decide(5, "b", "pageSize=x"), Paging::BadRequest(_)));
+        assert!(matches!(
+            decide(5, "b", "pageSize=x"),
+            Paging::BadRequest(_)
+        ));
     }
 }

@@ -128,7 +128,11 @@ pub struct Image {
     pub created: String,
     /// Age at the moment of each request, so "stuck in SAVING for 3 hours" stays true
     /// however long the simulator runs.
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub age: Option<Duration>,
     #[serde(default)]
     pub zones: Vec<String>,
@@ -320,7 +324,14 @@ impl Scenario {
     }
 
     /// Adds an image with the default name, creation time and shape.
-    pub fn image(self, account: &str, id: &str, status: &str, image_type: &str, zones: &[&str]) -> Self {
+    pub fn image(
+        self,
+        account: &str,
+        id: &str,
+        status: &str,
+        image_type: &str,
+        zones: &[&str],
+    ) -> Self {
         self.image_with(account, id, status, image_type, zones, |i| i)
     }
 
@@ -420,20 +431,38 @@ struct Fleet {
     images: Vec<Image>,
 }
 
-const REGIONS: [&str; 8] = ["TAMPA", "AUSTIN", "CHICAGO", "DALLAS", "LONDON", "AMSTERDAM", "TORONTO", "SYDNEY"];
-const IMAGE_NAMES: [&str; 8] = ["debian", "ubuntu", "centos", "windows", "web", "db", "cache", "backup"];
+const REGIONS: [&str; 8] = [
+    "TAMPA",
+    "AUSTIN",
+    "CHICAGO",
+    "DALLAS",
+    "LONDON",
+    "AMSTERDAM",
+    "TORONTO",
+    "SYDNEY",
+];
+const IMAGE_NAMES: [&str; 8] = [
+    "debian", "ubuntu", "centos", "windows", "web", "db", "cache", "backup",
+];
 
 /// Generates a fleet from a seed with a portable generator (ChaCha8), so the same spec
 /// gives the same bytes on every machine.
 fn generate_fleet(spec: &FleetSpec) -> Fleet {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let mut accounts = Vec::with_capacity(spec.accounts);
-    let mut images = Vec::with_capacity(spec.accounts * spec.zones_per_account * spec.images_per_zone);
+    let mut images =
+        Vec::with_capacity(spec.accounts * spec.zones_per_account * spec.images_per_zone);
     let mut next_image = 100_000u64;
     for a in 0..spec.accounts {
         let id = format!("acct{a:05}");
         let zones: Vec<Zone> = (0..spec.zones_per_account)
-            .map(|z| Zone::new(&format!("US-{}-{:02}", REGIONS[z % REGIONS.len()], z / REGIONS.len() + 1)))
+            .map(|z| {
+                Zone::new(&format!(
+                    "US-{}-{:02}",
+                    REGIONS[z % REGIONS.len()],
+                    z / REGIONS.len() + 1
+                ))
+            })
             .collect();
         for zone in &zones {
             for _ in 0..spec.images_per_zone {
@@ -446,7 +475,11 @@ fn generate_fleet(spec: &FleetSpec) -> Fleet {
                 } else {
                     "ACTIVE"
                 };
-                let image_type = if rng.random_bool(0.3) { "BASE" } else { "SERVER" };
+                let image_type = if rng.random_bool(0.3) {
+                    "BASE"
+                } else {
+                    "SERVER"
+                };
                 let name = IMAGE_NAMES[rng.random_range(0..IMAGE_NAMES.len())];
                 let day = rng.random_range(1..=28);
                 let hour = rng.random_range(0..24);
@@ -457,7 +490,8 @@ fn generate_fleet(spec: &FleetSpec) -> Fleet {
                     status: status.into(),
                     image_type: image_type.into(),
                     created: format!("2026-10-{day:02}T{hour:02}:00:00"),
-                    age: (status == "SAVING").then(|| Duration::from_secs(rng.random_range(60..4 * 3600))),
+                    age: (status == "SAVING")
+                        .then(|| Duration::from_secs(rng.random_range(60..4 * 3600))),
                     zones: vec![zone.zone.clone()],
                     legacy: false,
                     extra: serde_json::Map::new(),
@@ -492,8 +526,14 @@ mod tests {
         assert!(glob_match("/accounts", "/accounts"));
         assert!(!glob_match("/accounts", "/accounts/x"));
         assert!(glob_match("/accounts/*", "/accounts/a/flexcloud/zone"));
-        assert!(glob_match("/accounts/*/flexcloud/zone", "/accounts/a/flexcloud/zone"));
-        assert!(!glob_match("/accounts/*/flexcloud/zone", "/accounts/a/flexcloud/images"));
+        assert!(glob_match(
+            "/accounts/*/flexcloud/zone",
+            "/accounts/a/flexcloud/zone"
+        ));
+        assert!(!glob_match(
+            "/accounts/*/flexcloud/zone",
+            "/accounts/a/flexcloud/images"
+        ));
         assert!(glob_match("*", ""));
         assert!(glob_match("*detail", "/images/detail"));
         assert!(!glob_match("a*a", "a"));
@@ -510,8 +550,24 @@ mod tests {
             user: "u".into(),
             password: "p".into(),
         };
-        let a = serde_json::to_string(&Scenario { generate: Some(spec.clone()), ..Default::default() }.expanded().unwrap()).unwrap();
-        let b = serde_json::to_string(&Scenario { generate: Some(spec), ..Default::default() }.expanded().unwrap()).unwrap();
+        let a = serde_json::to_string(
+            &Scenario {
+                generate: Some(spec.clone()),
+                ..Default::default()
+            }
+            .expanded()
+            .unwrap(),
+        )
+        .unwrap();
+        let b = serde_json::to_string(
+            &Scenario {
+                generate: Some(spec),
+                ..Default::default()
+            }
+            .expanded()
+            .unwrap(),
+        )
+        .unwrap();
         assert_eq!(a, b);
         let s: Scenario = serde_json::from_str(&a).unwrap();
         assert_eq!(s.accounts.len(), 3);
@@ -520,15 +576,27 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_dangling_images_are_rejected() {
-        assert!(matches!(Scenario::from_json(r#"{"acounts": []}"#), Err(ScenarioError::Parse(_))));
+        assert!(matches!(
+            Scenario::from_json(r#"{"acounts": []}"#),
+            Err(ScenarioError::Parse(_))
+        ));
         let dangling = r#"{"images": [{"id": "1", "name": "n", "account": "nobody", "status": "ACTIVE", "type": "BASE"}]}"#;
-        assert!(matches!(Scenario::from_json(dangling), Err(ScenarioError::Invalid(_))));
+        assert!(matches!(
+            Scenario::from_json(dangling),
+            Err(ScenarioError::Invalid(_))
+        ));
     }
 
     #[test]
     fn zones_accept_bare_ids() {
         let s = Scenario::from_json(r#"{"accounts": [{"id": "a", "zones": ["US-TAMPA-1", {"zone": "Z", "location": "z.loc"}]}]}"#).unwrap();
-        assert_eq!(s.accounts[0].zones[0], Zone { zone: "US-TAMPA-1".into(), location: "us.tampa.1".into() });
+        assert_eq!(
+            s.accounts[0].zones[0],
+            Zone {
+                zone: "US-TAMPA-1".into(),
+                location: "us.tampa.1".into()
+            }
+        );
         assert_eq!(s.accounts[0].zones[1].location, "z.loc");
     }
 }

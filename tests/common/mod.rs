@@ -1,4 +1,5 @@
 //! Shared test helpers: exporter configs against a simulator, and an exposition parser.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -33,10 +34,17 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(scenario: Scenario, extra: &[(&str, &str)]) -> Self {
-        let sim = Simulator::start_local(scenario).await.expect("simulator starts");
+        let sim = Simulator::start_local(scenario)
+            .await
+            .expect("simulator starts");
         let config = config(&sim.url(), extra);
-        let (collection, published) = flexcloud_exporter::app::build_collection(&config).expect("collector builds");
-        Harness { sim, collection, published }
+        let (collection, published) =
+            flexcloud_exporter::app::build_collection(&config).expect("collector builds");
+        Harness {
+            sim,
+            collection,
+            published,
+        }
     }
 
     /// Runs one cycle and returns the metrics it published.
@@ -66,20 +74,35 @@ pub struct Metrics {
 impl Metrics {
     pub fn parse(text: &str) -> Self {
         let mut samples = BTreeMap::new();
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
             let (series, value) = line.rsplit_once(' ').expect("sample line has a value");
             let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}').expect("closing brace"))),
+                Some((name, rest)) => (
+                    name,
+                    parse_labels(rest.strip_suffix('}').expect("closing brace")),
+                ),
                 None => (series, Vec::new()),
             };
-            samples.insert(key(name, &labels), value.parse::<f64>().expect("numeric value"));
+            samples.insert(
+                key(name, &labels),
+                value.parse::<f64>().expect("numeric value"),
+            );
         }
-        Metrics { samples, text: text.to_string() }
+        Metrics {
+            samples,
+            text: text.to_string(),
+        }
     }
 
     /// The value of one series, labels in any order.
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let labels: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         self.samples.get(&key(name, &labels)).copied()
     }
 
@@ -95,7 +118,11 @@ impl Metrics {
         self.samples
             .iter()
             .filter(|(k, _)| k.starts_with(&prefix) || k.as_str() == name)
-            .filter(|(k, _)| labels.iter().all(|(l, v)| k.contains(&format!("{l}=\"{v}\""))))
+            .filter(|(k, _)| {
+                labels
+                    .iter()
+                    .all(|(l, v)| k.contains(&format!("{l}=\"{v}\"")))
+            })
             .map(|(k, v)| (k.clone(), *v))
             .collect()
     }

@@ -1,0 +1,493 @@
+//! The compiled binary as a user runs it: environment only, exit codes, and secrecy.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{PASSWORD, USER};
+use flexcloud_exporter::simulator::{Fault, FaultAction, Scenario, Simulator};
+
+const BIN: &str = env!("CARGO_BIN_EXE_flexcloud-exporter");
+
+/// A child process that is killed when the test ends, however it ends.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    fn start(env: &[(&str, &str)], args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for the JSON log line `listening` and returns its address.
+    fn address(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                self.log.push(line.clone());
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if event["message"] == "listening" {
+                    return event["address"]
+                        .as_str()
+                        .expect("address field")
+                        .to_string();
+                }
+            }
+        }
+        panic!("no listening line; log so far:\n{}", self.log.join("\n"));
+    }
+
+    /// Every log line so far (after a short grace for the reader thread).
+    fn drain(&mut self) -> String {
+        std::thread::sleep(Duration::from_millis(200));
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        self.log.join("\n")
+    }
+}
+
+fn exporter_env<'a>(api_url: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("FLEXCLOUD_API_URL", api_url),
+        ("FLEXCLOUD_USERNAME", USER),
+        ("FLEXCLOUD_PASSWORD", PASSWORD),
+        ("FLEXCLOUD_LISTEN_ADDRESS", "127.0.0.1:0"),
+        ("FLEXCLOUD_LOG_FORMAT", "json"),
+    ];
+    env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+    env.extend_from_slice(extra);
+    env
+}
+
+async fn get(url: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(url)
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn wait_ready(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/-/ready")).await {
+            if r.status() == 200 {
+                return;
+            }
+            assert_eq!(r.status(), 503, "/-/ready is 503 until the first cycle");
+        }
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn fleet() -> Scenario {
+    Scenario::default()
+        .user(USER, PASSWORD, &["acme"])
+        .account("acme", &["TAMPA"])
+        .image("acme", "1", "ACTIVE", "BASE", &["TAMPA"])
+        .image("acme", "2", "SAVING", "SERVER", &["TAMPA"])
+}
+
+#[tokio::test]
+async fn binary_configured_by_environment_only_becomes_ready_and_serves_metrics() {
+    let sim = Simulator::start_local(fleet()).await.unwrap();
+    let url = sim.url();
+    let mut exporter = Running::start(&exporter_env(&url, &[]), &[]);
+    let base = format!("http://{}", exporter.address());
+    assert_eq!(get(&format!("{base}/-/healthy")).await.status(), 200);
+    wait_ready(&base).await;
+
+    let text = get(&format!("{base}/metrics")).await;
+    assert!(
+        text.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let m = common::Metrics::parse(&text.text().await.unwrap());
+    assert_eq!(m.value("flexcloud_up", &[]), 1.0);
+    assert_eq!(
+        m.value(
+            "flexcloud_images",
+            &[
+                ("account_id", "acme"),
+                ("zone_id", "TAMPA"),
+                ("status", "SAVING"),
+                ("image_type", "SERVER")
+            ]
+        ),
+        1.0
+    );
+    assert!(m.value("process_resident_memory_bytes", &[]) > 0.0);
+    assert!(m.get("process_cpu_seconds_total", &[]).is_some());
+    assert!(m.get("process_open_fds", &[]).is_some());
+    assert!(m.get("process_max_fds", &[]).is_some());
+    assert!(m.get("process_start_time_seconds", &[]).is_some());
+
+    let om = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .header(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        om.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let body = om.text().await.unwrap();
+    assert!(body.ends_with("# EOF\n"));
+    assert_eq!(body.matches("# EOF").count(), 1);
+
+    let page = get(&format!("{base}/")).await.text().await.unwrap();
+    assert!(page.contains("acme") && page.contains("TAMPA") && page.contains("/metrics"));
+    sim.stop().await;
+}
+
+#[test]
+fn bad_settings_exit_2_with_one_line_naming_the_variable() {
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (
+            &[
+                ("FLEXCLOUD_USERNAME", "u"),
+                ("FLEXCLOUD_PASSWORD", "p"),
+                ("FLEXCLOUD_INTERVAL", "often"),
+            ],
+            "FLEXCLOUD_INTERVAL",
+        ),
+        (&[("FLEXCLOUD_PASSWORD", "p")], "FLEXCLOUD_USERNAME"),
+        (&[("FLEXCLOUD_USERNAME", "u")], "FLEXCLOUD_PASSWORD"),
+        (
+            &[
+                ("FLEXCLOUD_USERNAME", "u"),
+                ("FLEXCLOUD_PASSWORD", "p"),
+                ("FLEXCLOUD_LISTEN_ADDRESS", "nowhere"),
+            ],
+            "FLEXCLOUD_LISTEN_ADDRESS",
+        ),
+        (
+            &[
+                ("FLEXCLOUD_USERNAME", "u"),
+                ("FLEXCLOUD_PASSWORD_FILE", "/nonexistent/secret"),
+            ],
+            "FLEXCLOUD_PASSWORD_FILE",
+        ),
+    ];
+    for (env, var) in cases {
+        let out = Command::new(BIN)
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{var}: one line: {stderr}");
+        assert!(stderr.contains(var), "{var}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    let usage = Command::new(BIN).arg("--bogus").output().unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn help_lists_every_variable_with_its_default() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for (name, default, _) in flexcloud_exporter::config::VARIABLES {
+        assert!(
+            help.contains(name) && help.contains(&format!("[{default}]")),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn once_prints_metrics_and_exits_0_only_when_every_probe_succeeded() {
+    let sim = Simulator::start_local(fleet()).await.unwrap();
+    let url = sim.url();
+    let run = |extra: Vec<(&'static str, &'static str)>| {
+        let env = exporter_env(&url, &extra)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>();
+        tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .arg("--once")
+                .env_clear()
+                .envs(env)
+                .output()
+                .unwrap()
+        })
+    };
+    let ok = run(vec![]).await.unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let m = common::Metrics::parse(&String::from_utf8(ok.stdout).unwrap());
+    assert_eq!(
+        m.value(
+            "flexcloud_probe_success",
+            &[("account_id", "acme"), ("zone_id", "TAMPA")]
+        ),
+        1.0
+    );
+
+    let failing = run(vec![("FLEXCLOUD_ACCOUNTS", "acme,ghost")])
+        .await
+        .unwrap();
+    assert_eq!(failing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failing.stderr).contains("ghost zones (HTTP status 404)"));
+    sim.stop().await;
+}
+
+#[test]
+fn generated_fleet_is_the_same_bytes_for_the_same_seed() {
+    let print = || {
+        Command::new(BIN)
+            .args([
+                "simulate",
+                "--print-scenario",
+                "--scenario",
+                "examples/scenarios/large-fleet.json",
+            ])
+            .output()
+            .unwrap()
+    };
+    let (a, b) = (print(), print());
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert_eq!(a.stdout, b.stdout);
+    let scenario: Scenario = serde_json::from_slice(&a.stdout).unwrap();
+    assert_eq!(scenario.accounts.len(), 500);
+    assert_eq!(scenario.images.len(), 500 * 4 * 6);
+}
+
+#[tokio::test]
+async fn simulate_subcommand_serves_a_scenario_file_and_prints_its_address() {
+    let mut child = Command::new(BIN)
+        .args([
+            "simulate",
+            "--scenario",
+            "examples/scenarios/demo.json",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("address line")
+        .to_string();
+    let response = reqwest::Client::new()
+        .get(format!("{url}/images/detail"))
+        .basic_auth("demo", Some("demo-password"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn health_check_mode_exits_0_for_200_and_1_otherwise() {
+    let sim = Simulator::start_local(fleet()).await.unwrap();
+    let check = |url: String| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .args(["--health-check", &url])
+                .status()
+                .unwrap()
+        })
+    };
+    // The simulator answers 401 to an unauthenticated /accounts and 404 to /-/healthy.
+    assert_eq!(
+        check(format!("{}/accounts", sim.url()))
+            .await
+            .unwrap()
+            .code(),
+        Some(1)
+    );
+    let unused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    assert_eq!(
+        check(format!("http://{unused}/-/healthy"))
+            .await
+            .unwrap()
+            .code(),
+        Some(1)
+    );
+    sim.stop().await;
+
+    let mut exporter = Running::start(&exporter_env("http://127.0.0.1:9", &[]), &[]);
+    let address = exporter.address();
+    assert_eq!(
+        check(format!("http://{address}/-/healthy"))
+            .await
+            .unwrap()
+            .code(),
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn password_never_appears_in_logs_metrics_page_or_errors() {
+    let elsewhere = Simulator::start_local(Scenario::default()).await.unwrap();
+    let scenario = fleet()
+        .user("other", "x", &["acme"])
+        .account("broken", &["TAMPA"])
+        .account("slow", &["TAMPA"])
+        .fault(
+            Fault::on(
+                "/accounts/broken/flexcloud/images/detail",
+                FaultAction::MalformedJson,
+            )
+            .with_query("type=BASE"),
+        )
+        .fault(Fault::on(
+            "/accounts/broken/flexcloud/images/detail",
+            FaultAction::Status {
+                status: 503,
+                body: None,
+                retry_after: Some("0".into()),
+            },
+        ))
+        .fault(Fault::on(
+            "/accounts/slow/flexcloud/zone",
+            FaultAction::Redirect {
+                location: format!("{}/steal?page=1", elsewhere.url()),
+            },
+        ))
+        .fault(Fault::on(
+            "/accounts/acme/flexcloud/zone",
+            FaultAction::Redirect {
+                location: format!("{}/steal", elsewhere.url()),
+            },
+        ));
+    let sim = Simulator::start_local(scenario.user(USER, PASSWORD, &["broken", "slow"]))
+        .await
+        .unwrap();
+    let url = sim.url();
+    let mut exporter = Running::start(
+        &exporter_env(
+            &url,
+            &[
+                ("FLEXCLOUD_LOG", "trace"),
+                ("FLEXCLOUD_ACCOUNTS", "acme,broken,slow,ghost"),
+                ("FLEXCLOUD_INTERVAL", "1s"),
+            ],
+        ),
+        &[],
+    );
+    let base = format!("http://{}", exporter.address());
+    wait_ready(&base).await;
+    let metrics = get(&format!("{base}/metrics")).await.text().await.unwrap();
+    let page = get(&format!("{base}/")).await.text().await.unwrap();
+    // Now the credentials go bad: 401s and the backoff path.
+    sim.update(|s| s.users.retain(|u| u.username != USER));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let metrics_after = get(&format!("{base}/metrics")).await.text().await.unwrap();
+    let log = exporter.drain();
+    assert!(
+        log.contains("probe failed"),
+        "the faults were exercised:\n{log}"
+    );
+    assert!(log.contains("401"), "the 401 path was exercised");
+    for (what, text) in [
+        ("log", &log),
+        ("metrics", &metrics),
+        ("metrics after 401", &metrics_after),
+        ("page", &page),
+    ] {
+        assert!(!text.contains(PASSWORD), "password in {what}");
+        let encoded = base64_of(&format!("{USER}:{PASSWORD}"));
+        assert!(!text.contains(&encoded), "Authorization header in {what}");
+    }
+    assert!(
+        elsewhere.requests().is_empty(),
+        "nothing was sent to another origin"
+    );
+    sim.stop().await;
+    elsewhere.stop().await;
+
+    // A bad setting's error message does not echo the password either.
+    let out = Command::new(BIN)
+        .env_clear()
+        .envs([
+            ("FLEXCLOUD_USERNAME", USER),
+            ("FLEXCLOUD_PASSWORD", PASSWORD),
+            (
+                "FLEXCLOUD_API_URL",
+                "https://u:pa55-W0rd-never-shown@api.example.com",
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(PASSWORD));
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
