@@ -1,0 +1,1116 @@
+//! Checks of the packaging and deployment files against the contract they promise operators.
+//!
+//! What needs no tool runs always: the Dockerfile's contract, the compose stack, the systemd
+//! unit, the Kubernetes manifests and the Prometheus configs, parsed and cross-checked against
+//! each other and against the binary. Checks that run an external program are ignored unless
+//! asked for (`cargo test --test deploy -- --include-ignored`), each naming what it needs.
+
+use std::error::Error;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_norway::Value;
+
+type TestResult = Result<(), Box<dyn Error>>;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_flexcloud-exporter");
+const DEFAULT_PORT: u16 = 9819;
+/// The job name the alert rules select on.
+const JOB: &str = "flexcloud-exporter";
+const RULES_FILE: &str = "alerts/flexcloud-exporter.rules.yml";
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn read(path: &str) -> Result<String, Box<dyn Error>> {
+    fs::read_to_string(repo(path)).map_err(|e| format!("{path}: {e}").into())
+}
+
+fn yaml(path: &str) -> Result<Value, Box<dyn Error>> {
+    serde_norway::from_str(&read(path)?).map_err(|e| format!("{path}: {e}").into())
+}
+
+/// The value at a dotted path (`spec.template.spec.containers.0`), or an error naming the path.
+fn at<'a>(value: &'a Value, path: &str) -> Result<&'a Value, Box<dyn Error>> {
+    let mut current = value;
+    for segment in path.split('.') {
+        let next = match segment.parse::<usize>() {
+            Ok(index) => current.get(index),
+            Err(_) => current.get(segment),
+        };
+        current = next.ok_or_else(|| format!("no `{path}` (missing `{segment}`)"))?;
+    }
+    Ok(current)
+}
+
+fn text<'a>(value: &'a Value, path: &str) -> Result<&'a str, Box<dyn Error>> {
+    at(value, path)?
+        .as_str()
+        .ok_or_else(|| format!("`{path}` is not a string").into())
+}
+
+fn list<'a>(value: &'a Value, path: &str) -> Result<&'a Vec<Value>, Box<dyn Error>> {
+    at(value, path)?
+        .as_sequence()
+        .ok_or_else(|| format!("`{path}` is not a list").into())
+}
+
+fn strings(value: &Value, path: &str) -> Result<Vec<String>, Box<dyn Error>> {
+    list(value, path)?
+        .iter()
+        .map(|item| {
+            item.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("`{path}` holds a non-string").into())
+        })
+        .collect()
+}
+
+/// A fresh, empty directory for one test.
+fn scratch_dir(name: &str) -> Result<PathBuf, Box<dyn Error>> {
+    let dir = std::env::temp_dir().join(format!("flexcloud-deploy-{name}-{}", std::process::id()));
+    if dir.exists() {
+        fs::remove_dir_all(&dir)?;
+    }
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Runs a program to completion; an error when it cannot start or does not succeed.
+fn run_ok(command: &mut Command) -> Result<Output, Box<dyn Error>> {
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{command:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    Ok(output)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dockerfile
+
+struct Instruction {
+    keyword: String,
+    args: String,
+    stage: usize,
+}
+
+/// The Dockerfile's instructions, continuation lines joined, comments dropped, each with the
+/// index of the stage (FROM) it belongs to.
+fn dockerfile() -> Result<Vec<Instruction>, Box<dyn Error>> {
+    let source = read("Dockerfile")?;
+    let mut instructions = Vec::new();
+    let mut pending = String::new();
+    let mut stage = 0;
+    for line in source.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && pending.is_empty()) {
+            continue;
+        }
+        if let Some(head) = trimmed.strip_suffix('\\') {
+            pending.push_str(head);
+            pending.push(' ');
+            continue;
+        }
+        pending.push_str(trimmed);
+        let joined = std::mem::take(&mut pending);
+        let (keyword, args) = joined
+            .split_once(char::is_whitespace)
+            .unwrap_or((&joined, ""));
+        let keyword = keyword.to_ascii_uppercase();
+        if keyword == "FROM" {
+            stage += 1;
+        }
+        instructions.push(Instruction {
+            keyword,
+            args: args.trim().to_owned(),
+            stage,
+        });
+    }
+    Ok(instructions)
+}
+
+fn final_stage(instructions: &[Instruction]) -> impl Iterator<Item = &Instruction> {
+    let last = instructions.iter().map(|i| i.stage).max().unwrap_or(0);
+    instructions.iter().filter(move |i| i.stage == last)
+}
+
+fn single<'a>(
+    instructions: &'a [Instruction],
+    keyword: &str,
+) -> Result<&'a Instruction, Box<dyn Error>> {
+    let found: Vec<_> = final_stage(instructions)
+        .filter(|i| i.keyword == keyword)
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one),
+        _ => Err(format!(
+            "the runtime stage needs exactly one {keyword}, has {}",
+            found.len()
+        )
+        .into()),
+    }
+}
+
+/// An exec-form argument list (`["a", "b"]`), as Docker reads it: a JSON array of strings.
+fn exec_form(args: &str) -> Result<Vec<String>, Box<dyn Error>> {
+    serde_json::from_str(args).map_err(|e| format!("not exec form ({e}): {args}").into())
+}
+
+fn is_pinned(image: &str) -> bool {
+    let Some((name, digest)) = image.split_once("@sha256:") else {
+        return false;
+    };
+    // A tag for people and update bots (distroless has no version tags, so any but `latest`),
+    // the digest for the build.
+    let tagged = name
+        .rsplit_once(':')
+        .is_some_and(|(_, tag)| !tag.is_empty() && tag != "latest" && !tag.contains('/'));
+    tagged && digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+#[test]
+fn dockerfile_is_multi_stage_from_pinned_images() -> TestResult {
+    let instructions = dockerfile()?;
+    let froms: Vec<_> = instructions
+        .iter()
+        .filter(|i| i.keyword == "FROM")
+        .collect();
+    assert!(
+        froms.len() >= 2,
+        "a build stage and a runtime stage are expected"
+    );
+    let mut stages: Vec<String> = Vec::new();
+    for from in froms {
+        let words: Vec<&str> = from
+            .args
+            .split_whitespace()
+            .filter(|w| !w.starts_with("--"))
+            .collect();
+        let image = words.first().ok_or("FROM without an image")?;
+        if !stages.iter().any(|s| s == image) {
+            assert!(
+                is_pinned(image),
+                "base image not pinned by tag and digest: {image}"
+            );
+        }
+        if let [_, as_keyword, name] = words.as_slice() {
+            assert!(
+                as_keyword.eq_ignore_ascii_case("as"),
+                "unexpected FROM: {}",
+                from.args
+            );
+            stages.push((*name).to_owned());
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn dockerfile_builds_locked_and_caches_dependencies_before_sources() -> TestResult {
+    let instructions = dockerfile()?;
+    let runs: Vec<&Instruction> = instructions.iter().filter(|i| i.keyword == "RUN").collect();
+    for run in &runs {
+        for needs_lock in ["cargo build", "cargo install", "cargo chef cook"] {
+            if run.args.contains(needs_lock) {
+                assert!(
+                    run.args.contains("--locked"),
+                    "`{needs_lock}` without --locked: {}",
+                    run.args
+                );
+            }
+        }
+    }
+    let position = |pred: &dyn Fn(&Instruction) -> bool| instructions.iter().position(pred);
+    let build =
+        position(&|i| i.keyword == "RUN" && i.args.contains("cargo build --release --locked"))
+            .ok_or("no `cargo build --release --locked`, the command CI runs")?;
+    let stage = instructions[build].stage;
+    let dependencies =
+        position(&|i| i.stage == stage && i.keyword == "RUN" && i.args.contains("cargo chef cook"))
+            .ok_or("the build stage compiles no dependency layer")?;
+    let sources =
+        position(&|i| i.stage == stage && i.keyword == "COPY" && !i.args.contains("--from"))
+            .ok_or("the build stage copies no sources")?;
+    assert!(
+        dependencies < sources && sources < build,
+        "dependencies must be compiled before the sources are copied in"
+    );
+    Ok(())
+}
+
+#[test]
+fn dockerfile_runtime_stage_runs_the_binary_as_numeric_non_root_user() -> TestResult {
+    let instructions = dockerfile()?;
+    let user = &single(&instructions, "USER")?.args;
+    let ids: Vec<&str> = user.split(':').collect();
+    assert!(
+        ids.iter()
+            .all(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit())),
+        "USER must be numeric (uid[:gid]): {user}"
+    );
+    assert_ne!(ids[0], "0", "USER must not be root");
+
+    let entrypoint = exec_form(&single(&instructions, "ENTRYPOINT")?.args)?;
+    assert_eq!(entrypoint, ["/usr/local/bin/flexcloud-exporter"]);
+    assert!(
+        final_stage(&instructions)
+            .any(|i| i.keyword == "COPY" && i.args.ends_with(" /usr/local/bin/flexcloud-exporter")),
+        "the runtime stage must copy the binary to the entrypoint's path"
+    );
+    Ok(())
+}
+
+#[test]
+fn dockerfile_exposes_and_health_checks_the_default_port() -> TestResult {
+    let instructions = dockerfile()?;
+    let expose = &single(&instructions, "EXPOSE")?.args;
+    assert_eq!(expose, &DEFAULT_PORT.to_string());
+
+    let healthcheck = &single(&instructions, "HEALTHCHECK")?.args;
+    let (_, command) = healthcheck
+        .split_once(" CMD ")
+        .ok_or_else(|| format!("HEALTHCHECK without CMD: {healthcheck}"))?;
+    let command = exec_form(command.trim())?;
+    assert_eq!(
+        command,
+        [
+            "/usr/local/bin/flexcloud-exporter".to_owned(),
+            "--health-check".to_owned(),
+            format!("http://127.0.0.1:{DEFAULT_PORT}/-/healthy"),
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn dockerfile_labels_the_image_and_bakes_in_no_credentials() -> TestResult {
+    let instructions = dockerfile()?;
+    let labels: String = final_stage(&instructions)
+        .filter(|i| i.keyword == "LABEL")
+        .map(|i| i.args.as_str())
+        .collect();
+    for key in ["title", "description", "licenses", "version", "revision"] {
+        assert!(
+            labels.contains(&format!("org.opencontainers.image.{key}=")),
+            "no OCI label {key}"
+        );
+    }
+    for instruction in instructions
+        .iter()
+        .filter(|i| i.keyword == "ENV" || i.keyword == "ARG")
+    {
+        let upper = instruction.args.to_ascii_uppercase();
+        for secret in ["PASSWORD", "USERNAME", "TOKEN", "SECRET"] {
+            assert!(
+                !upper.contains(secret),
+                "credential-like {}: {}",
+                instruction.keyword,
+                instruction.args
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn dockerignore_lets_only_cargo_inputs_into_the_build() -> TestResult {
+    let source = read(".dockerignore")?;
+    let patterns: Vec<&str> = source
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(
+        patterns.first(),
+        Some(&"*"),
+        "an allow-list starts by ignoring everything"
+    );
+    for needed in ["!Cargo.toml", "!Cargo.lock", "!src/"] {
+        assert!(patterns.contains(&needed), "{needed} missing");
+    }
+    for pattern in &patterns[1..] {
+        assert!(
+            pattern.starts_with('!'),
+            "after `*` only exceptions are expected: {pattern}"
+        );
+        assert!(
+            !pattern.contains("env") && !pattern.contains("secret"),
+            "must not let in {pattern}"
+        );
+    }
+    Ok(())
+}
+
+/// Files the sources pull in at compile time (`include_str!`, `include_bytes!`), relative to
+/// the repository root.
+fn compile_time_includes(dir: &Path, found: &mut Vec<PathBuf>) -> TestResult {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            compile_time_includes(&path, found)?;
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let source = fs::read_to_string(&path)?;
+        for macro_call in ["include_str!(\"", "include_bytes!(\""] {
+            for (start, _) in source.match_indices(macro_call) {
+                let rest = &source[start + macro_call.len()..];
+                let literal = rest.split('"').next().unwrap_or_default();
+                let parent = path.parent().ok_or("a file without a folder")?;
+                let mut resolved = PathBuf::new();
+                for component in parent.join(literal).components() {
+                    match component {
+                        std::path::Component::ParentDir => {
+                            resolved.pop();
+                        }
+                        other => resolved.push(other),
+                    }
+                }
+                found.push(resolved.strip_prefix(repo(""))?.to_path_buf());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn dockerignore_lets_in_every_file_the_sources_include() -> TestResult {
+    let source = read(".dockerignore")?;
+    let allowed: Vec<&str> = source
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('!'))
+        .map(|l| l.trim_end_matches('/'))
+        .collect();
+    let mut includes = Vec::new();
+    compile_time_includes(&repo("src"), &mut includes)?;
+    for include in includes {
+        let top = include
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .ok_or("an empty include path")?;
+        assert!(
+            allowed.contains(&top),
+            "the sources include {}, which .dockerignore keeps out of the build",
+            include.display()
+        );
+    }
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs hadolint"]
+fn hadolint_finds_nothing_in_the_dockerfile() -> TestResult {
+    let output = run_ok(Command::new("hadolint").arg(repo("Dockerfile")))?;
+    assert!(
+        output.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary's side of the packaging contract
+
+/// What `--help` prints, run with an empty environment.
+fn help() -> Result<String, Box<dyn Error>> {
+    let output = run_ok(Command::new(BINARY).arg("--help").env_clear())?;
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    ))
+}
+
+#[test]
+fn help_documents_the_default_port_the_packaging_uses() -> TestResult {
+    let help = help()?;
+    assert!(
+        help.contains(&format!(":{DEFAULT_PORT}")),
+        "--help does not name port {DEFAULT_PORT}:\n{help}"
+    );
+    Ok(())
+}
+
+// tests/cli.rs covers --health-check against 200, other statuses and a closed port; these two
+// cover what the packaging relies on: 503 from /-/ready before the first cycle, and giving up
+// within 5s, inside the Dockerfile's HEALTHCHECK --timeout=6s.
+
+/// Serves one connection on a loopback port: answers `response` (or, for `None`, holds the
+/// connection open without answering for `hold`).
+fn serve_once(response: Option<&'static str>, hold: Duration) -> Result<u16, Box<dyn Error>> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut request = [0u8; 2048];
+            let _ = stream.read(&mut request);
+            match response {
+                Some(response) => {
+                    let _ = stream.write_all(response.as_bytes());
+                }
+                None => thread::sleep(hold),
+            }
+        }
+    });
+    Ok(port)
+}
+
+/// Runs `--health-check URL` with an empty environment (the check needs no settings) and
+/// returns its exit code and how long it took.
+fn health_check(url: &str) -> Result<(Option<i32>, Duration), Box<dyn Error>> {
+    let started = Instant::now();
+    let mut child = Command::new(BINARY)
+        .args(["--health-check", url])
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok((status.code(), started.elapsed()));
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            child.kill()?;
+            return Err("--health-check still running after 20s".into());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const UNAVAILABLE_RESPONSE: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 10\r\nconnection: close\r\n\r\nnot ready\n";
+
+#[test]
+fn health_check_exits_1_on_http_503() -> TestResult {
+    let port = serve_once(Some(UNAVAILABLE_RESPONSE), Duration::ZERO)?;
+    let (code, _) = health_check(&format!("http://127.0.0.1:{port}/-/ready"))?;
+    assert_eq!(code, Some(1));
+    Ok(())
+}
+
+#[test]
+fn health_check_exits_1_within_its_timeout_when_no_answer_comes() -> TestResult {
+    let port = serve_once(None, Duration::from_secs(12))?;
+    let (code, elapsed) = health_check(&format!("http://127.0.0.1:{port}/-/healthy"))?;
+    assert_eq!(code, Some(1));
+    assert!(
+        elapsed < Duration::from_secs(8),
+        "gave up only after {elapsed:?}; 5s expected"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compose stack
+
+fn compose() -> Result<Value, Box<dyn Error>> {
+    yaml("deploy/compose/compose.yaml")
+}
+
+/// Host paths of a service's bind mounts, resolved against deploy/compose/, with their targets.
+fn bind_mounts(service: &Value) -> Result<Vec<(PathBuf, String)>, Box<dyn Error>> {
+    let mut mounts = Vec::new();
+    for volume in strings(service, "volumes")? {
+        let mut parts = volume.split(':');
+        let (Some(source), Some(target)) = (parts.next(), parts.next()) else {
+            return Err(format!("unexpected volume: {volume}").into());
+        };
+        if source.starts_with('.') {
+            mounts.push((repo("deploy/compose").join(source), target.to_owned()));
+        }
+    }
+    Ok(mounts)
+}
+
+#[test]
+fn compose_runs_the_exporter_in_demo_mode_with_a_shell_free_health_check() -> TestResult {
+    let compose = compose()?;
+    let exporter = at(&compose, "services.exporter")?;
+    assert_eq!(text(exporter, "build.context")?, "../..");
+    assert_eq!(strings(exporter, "command")?, ["--demo"]);
+    let test = strings(exporter, "healthcheck.test")?;
+    assert_eq!(
+        test[..3],
+        ["CMD", "/usr/local/bin/flexcloud-exporter", "--health-check"]
+    );
+    assert_eq!(test[3], format!("http://127.0.0.1:{DEFAULT_PORT}/-/ready"));
+    assert_eq!(
+        strings(exporter, "ports")?,
+        [format!("{DEFAULT_PORT}:{DEFAULT_PORT}")]
+    );
+    let environment = serde_norway::to_string(at(exporter, "environment")?)?;
+    assert!(
+        !environment.contains("PASSWORD"),
+        "the demo needs no credentials"
+    );
+    assert_eq!(
+        text(
+            &compose,
+            "services.prometheus.depends_on.exporter.condition"
+        )?,
+        "service_healthy"
+    );
+    for service in ["prometheus", "grafana"] {
+        let image = text(&compose, &format!("services.{service}.image"))?;
+        assert!(
+            is_pinned(image),
+            "{service} image not pinned by tag and digest: {image}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn compose_mounts_existing_files_only() -> TestResult {
+    let compose = compose()?;
+    for service in ["prometheus", "grafana"] {
+        for (source, target) in bind_mounts(at(&compose, &format!("services.{service}"))?)? {
+            assert!(
+                source.exists(),
+                "{service} mounts {} at {target}, which does not exist",
+                source.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn compose_prometheus_loads_the_bundled_rules_and_scrapes_the_rules_job() -> TestResult {
+    let compose = compose()?;
+    let mounts = bind_mounts(at(&compose, "services.prometheus")?)?;
+    let rules_dir = mounts
+        .iter()
+        .find(|(source, _)| source.ends_with("alerts"))
+        .map(|(_, target)| target.clone())
+        .ok_or("prometheus does not mount ../../alerts")?;
+    let config = yaml("deploy/compose/prometheus.yml")?;
+    let rule_files = strings(&config, "rule_files")?;
+    assert_eq!(rule_files, [format!("{rules_dir}/*.rules.yml")]);
+    assert_eq!(text(&config, "scrape_configs.0.job_name")?, JOB);
+    assert_eq!(
+        strings(&config, "scrape_configs.0.static_configs.0.targets")?,
+        [format!("exporter:{DEFAULT_PORT}")]
+    );
+    Ok(())
+}
+
+/// The bundled dashboards: every top-level JSON file of dashboards/.
+fn dashboard_files() -> Result<Vec<PathBuf>, Box<dyn Error>> {
+    let mut files: Vec<PathBuf> = fs::read_dir(repo("dashboards"))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "json"));
+    files.sort();
+    Ok(files)
+}
+
+#[test]
+fn compose_grafana_provisions_the_datasource_and_every_dashboard() -> TestResult {
+    let datasources = yaml("deploy/compose/grafana/provisioning/datasources/prometheus.yaml")?;
+    assert_eq!(text(&datasources, "datasources.0.type")?, "prometheus");
+    assert_eq!(
+        text(&datasources, "datasources.0.url")?,
+        "http://prometheus:9090"
+    );
+    assert!(!text(&datasources, "datasources.0.uid")?.is_empty());
+
+    let providers = yaml("deploy/compose/grafana/provisioning/dashboards/flexcloud-exporter.yaml")?;
+    let provider_path = text(&providers, "providers.0.options.path")?;
+
+    let compose = compose()?;
+    let mounts = bind_mounts(at(&compose, "services.grafana")?)?;
+    let home = text(
+        &compose,
+        "services.grafana.environment.GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH",
+    )?;
+    assert!(
+        mounts.iter().any(|(_, target)| target == home),
+        "the home dashboard {home} is not mounted"
+    );
+
+    let dashboards = dashboard_files()?;
+    assert!(!dashboards.is_empty(), "no dashboards/*.json to provision");
+    for dashboard in dashboards {
+        let name = dashboard
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or("bad file name")?;
+        let expected = format!("{provider_path}/{name}");
+        assert!(
+            mounts.iter().any(
+                |(source, target)| source.ends_with(format!("dashboards/{name}"))
+                    && *target == expected
+            ),
+            "grafana does not mount {name} at {expected}"
+        );
+        // Provisioning loads the file as is: an export "for sharing" (with __inputs) would
+        // leave its datasource unresolved, so the dashboard must pick it from a variable.
+        let json: serde_json::Value = serde_json::from_str(&fs::read_to_string(&dashboard)?)?;
+        assert!(
+            json.get("__inputs").is_none(),
+            "{name} has __inputs; provisioning cannot fill them"
+        );
+        let variables = json["templating"]["list"]
+            .as_array()
+            .ok_or("no templating.list")?;
+        assert!(
+            variables.iter().any(|v| v["name"] == "datasource"
+                && v["type"] == "datasource"
+                && v["query"] == "prometheus"),
+            "{name} has no Prometheus `datasource` variable"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs check-jsonschema"]
+fn compose_file_matches_the_compose_specification() -> TestResult {
+    run_ok(
+        Command::new("check-jsonschema")
+            .args(["--builtin-schema", "vendor.compose-spec"])
+            .arg(repo("deploy/compose/compose.yaml")),
+    )?;
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs promtool"]
+fn promtool_accepts_the_compose_prometheus_config_with_the_rules() -> TestResult {
+    let dir = scratch_dir("compose-prometheus")?;
+    let alerts = repo("alerts");
+    let config = read("deploy/compose/prometheus.yml")?.replace(
+        "/etc/prometheus/rules",
+        alerts.to_str().ok_or("non-UTF-8 path")?,
+    );
+    fs::write(dir.join("prometheus.yml"), config)?;
+    let output = run_ok(
+        Command::new("promtool")
+            .arg("check")
+            .arg("config")
+            .arg(dir.join("prometheus.yml")),
+    )?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("1 rule files found"),
+        "the rules were not loaded:\n{stdout}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Example Prometheus config
+
+#[test]
+fn example_prometheus_config_scrapes_the_job_the_rules_select() -> TestResult {
+    let config = yaml("deploy/prometheus/prometheus.yml")?;
+    assert_eq!(text(&config, "scrape_configs.0.job_name")?, JOB);
+    assert_eq!(
+        strings(&config, "scrape_configs.0.static_configs.0.targets")?,
+        [format!("localhost:{DEFAULT_PORT}")]
+    );
+    assert_eq!(
+        strings(&config, "rule_files")?,
+        ["flexcloud-exporter.rules.yml"]
+    );
+    assert!(
+        read(RULES_FILE)?.contains(&format!("job=\"{JOB}\"")),
+        "the rules no longer select job=\"{JOB}\"; update the scrape configs"
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs promtool"]
+fn promtool_accepts_the_example_prometheus_config() -> TestResult {
+    let dir = scratch_dir("example-prometheus")?;
+    fs::copy(
+        repo("deploy/prometheus/prometheus.yml"),
+        dir.join("prometheus.yml"),
+    )?;
+    fs::copy(repo(RULES_FILE), dir.join("flexcloud-exporter.rules.yml"))?;
+    run_ok(
+        Command::new("promtool")
+            .arg("check")
+            .arg("config")
+            .arg(dir.join("prometheus.yml")),
+    )?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd
+
+const UNIT: &str = "deploy/systemd/flexcloud-exporter.service";
+
+/// The `[Service]` section's settings in order, as (key, value).
+fn service_settings() -> Result<Vec<(String, String)>, Box<dyn Error>> {
+    let mut in_service = false;
+    let mut settings = Vec::new();
+    for line in read(UNIT)?.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+        } else if in_service && !line.is_empty() && !line.starts_with('#') {
+            let (key, value) = line
+                .split_once('=')
+                .ok_or_else(|| format!("not a setting: {line}"))?;
+            settings.push((key.to_owned(), value.to_owned()));
+        }
+    }
+    Ok(settings)
+}
+
+#[test]
+fn systemd_unit_is_hardened() -> TestResult {
+    let settings = service_settings()?;
+    let value = |key: &str| {
+        settings
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    assert!(
+        value("DynamicUser") == Some("yes") || value("User").is_some(),
+        "no dedicated or dynamic user"
+    );
+    for (key, expected) in [
+        ("ProtectSystem", "strict"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("CapabilityBoundingSet", ""),
+    ] {
+        assert_eq!(value(key), Some(expected), "{key}");
+    }
+    let families: Vec<&str> = value("RestrictAddressFamilies")
+        .ok_or("no RestrictAddressFamilies")?
+        .split_whitespace()
+        .collect();
+    assert!(families.contains(&"AF_INET") && families.contains(&"AF_INET6"));
+    assert!(
+        families
+            .iter()
+            .all(|f| ["AF_INET", "AF_INET6", "AF_UNIX"].contains(f)),
+        "{families:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn systemd_unit_reads_settings_from_a_file_and_the_password_as_a_credential() -> TestResult {
+    let settings = service_settings()?;
+    let value = |key: &str| {
+        settings
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    assert!(
+        value("EnvironmentFile").is_some_and(|v| !v.starts_with('-')),
+        "a required EnvironmentFile"
+    );
+    let credential = value("LoadCredential").ok_or("no LoadCredential")?;
+    let (name, _) = credential
+        .split_once(':')
+        .ok_or("LoadCredential=NAME:PATH expected")?;
+    let environment: Vec<&str> = settings
+        .iter()
+        .filter(|(k, _)| k == "Environment")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert!(
+        environment.contains(&format!("FLEXCLOUD_PASSWORD_FILE=%d/{name}").as_str()),
+        "FLEXCLOUD_PASSWORD_FILE must point at the credential: {environment:?}"
+    );
+    assert!(
+        environment
+            .iter()
+            .all(|e| !e.starts_with("FLEXCLOUD_PASSWORD="))
+    );
+    Ok(())
+}
+
+#[test]
+fn systemd_environment_file_names_only_settings_the_binary_knows() -> TestResult {
+    let help = help()?;
+    for line in read("deploy/systemd/flexcloud-exporter.env")?
+        .lines()
+        .map(str::trim)
+    {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, _) = line
+            .split_once('=')
+            .ok_or_else(|| format!("not VARIABLE=value: {line}"))?;
+        assert_ne!(
+            key, "FLEXCLOUD_PASSWORD",
+            "the password belongs in the credential file"
+        );
+        assert!(help.contains(key), "--help does not know {key}");
+    }
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs systemd-analyze"]
+fn systemd_analyze_accepts_the_unit() -> TestResult {
+    // verify checks that ExecStart exists, so the copy points at the binary under test.
+    let dir = scratch_dir("systemd")?;
+    let unit = dir.join("flexcloud-exporter.service");
+    let source = read(UNIT)?;
+    let rewritten: Vec<String> = source
+        .lines()
+        .map(|line| match line.strip_prefix("ExecStart=") {
+            Some(_) => format!("ExecStart={BINARY}"),
+            None => line.to_owned(),
+        })
+        .collect();
+    fs::write(&unit, rewritten.join("\n") + "\n")?;
+
+    // verify reports unknown or invalid settings on stderr but still exits 0.
+    let output = run_ok(Command::new("systemd-analyze").arg("verify").arg(&unit))?;
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // An overall exposure of 2.0 or less ("OK" on systemd's 0-10 scale).
+    run_ok(
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--threshold=20", "--no-pager"])
+            .arg(&unit),
+    )?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes
+
+fn manifest(name: &str) -> Result<Value, Box<dyn Error>> {
+    yaml(&format!("deploy/kubernetes/{name}"))
+}
+
+#[test]
+fn prometheus_rule_holds_exactly_the_rules_of_the_alerts_file() -> TestResult {
+    let rule = manifest("prometheusrule.yaml")?;
+    assert_eq!(text(&rule, "apiVersion")?, "monitoring.coreos.com/v1");
+    assert_eq!(text(&rule, "kind")?, "PrometheusRule");
+    let rules = yaml(RULES_FILE)?;
+    assert!(
+        at(&rule, "spec")? == &rules,
+        "prometheusrule.yaml differs from {RULES_FILE}: run deploy/kubernetes/generate-prometheusrule.sh"
+    );
+    Ok(())
+}
+
+#[test]
+fn prometheus_rule_is_what_the_generator_writes() -> TestResult {
+    run_ok(
+        Command::new("bash")
+            .arg(repo("deploy/kubernetes/generate-prometheusrule.sh"))
+            .arg("--check"),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn deployment_runs_non_root_read_only_with_probes_and_resources() -> TestResult {
+    let deployment = manifest("deployment.yaml")?;
+    let pod = at(&deployment, "spec.template.spec")?;
+    assert_eq!(
+        at(pod, "securityContext.runAsNonRoot")?.as_bool(),
+        Some(true)
+    );
+    assert!(
+        at(pod, "securityContext.runAsUser")?
+            .as_u64()
+            .is_some_and(|uid| uid > 0)
+    );
+    assert_eq!(
+        at(pod, "automountServiceAccountToken")?.as_bool(),
+        Some(false)
+    );
+    let containers = list(pod, "containers")?;
+    assert_eq!(containers.len(), 1);
+    let container = &containers[0];
+    assert_eq!(
+        at(container, "securityContext.readOnlyRootFilesystem")?.as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        at(container, "securityContext.allowPrivilegeEscalation")?.as_bool(),
+        Some(false)
+    );
+    assert_eq!(
+        strings(container, "securityContext.capabilities.drop")?,
+        ["ALL"]
+    );
+    for kind in ["requests", "limits"] {
+        for resource in ["cpu", "memory"] {
+            at(container, &format!("resources.{kind}.{resource}"))?;
+        }
+    }
+    assert_eq!(text(container, "livenessProbe.httpGet.path")?, "/-/healthy");
+    assert_eq!(text(container, "readinessProbe.httpGet.path")?, "/-/ready");
+    assert_eq!(
+        at(container, "ports.0.containerPort")?.as_u64(),
+        Some(u64::from(DEFAULT_PORT))
+    );
+    let port_name = text(container, "ports.0.name")?;
+    assert_eq!(text(container, "livenessProbe.httpGet.port")?, port_name);
+    assert_eq!(text(container, "readinessProbe.httpGet.port")?, port_name);
+    Ok(())
+}
+
+#[test]
+fn deployment_reads_the_password_from_the_secret_as_a_file() -> TestResult {
+    let deployment = manifest("deployment.yaml")?;
+    let secret = manifest("secret.example.yaml")?;
+    let secret_name = text(&secret, "metadata.name")?;
+    assert!(
+        at(&secret, "stringData.username").is_ok() && at(&secret, "stringData.password").is_ok()
+    );
+
+    let pod = at(&deployment, "spec.template.spec")?;
+    let container = at(pod, "containers.0")?;
+    let env = list(container, "env")?;
+    let var = |name: &str| {
+        env.iter()
+            .find(|e| e.get("name").and_then(Value::as_str) == Some(name))
+    };
+    assert!(
+        var("FLEXCLOUD_PASSWORD").is_none(),
+        "the password must not be an environment variable"
+    );
+    let username = var("FLEXCLOUD_USERNAME").ok_or("no FLEXCLOUD_USERNAME")?;
+    assert_eq!(text(username, "valueFrom.secretKeyRef.name")?, secret_name);
+    assert_eq!(text(username, "valueFrom.secretKeyRef.key")?, "username");
+
+    let password_file = text(
+        var("FLEXCLOUD_PASSWORD_FILE").ok_or("no FLEXCLOUD_PASSWORD_FILE")?,
+        "value",
+    )?;
+    let volume = list(pod, "volumes")?
+        .iter()
+        .find(|v| text(v, "secret.secretName").ok() == Some(secret_name))
+        .ok_or("no volume from the secret")?;
+    let volume_name = text(volume, "name")?;
+    let mount = list(container, "volumeMounts")?
+        .iter()
+        .find(|m| text(m, "name").ok() == Some(volume_name))
+        .ok_or("the secret volume is not mounted")?;
+    let item = at(volume, "secret.items.0")?;
+    assert_eq!(text(item, "key")?, "password");
+    assert_eq!(
+        password_file,
+        format!("{}/{}", text(mount, "mountPath")?, text(item, "path")?)
+    );
+    Ok(())
+}
+
+#[test]
+fn service_monitor_scrapes_the_service_under_the_job_name_the_rules_select() -> TestResult {
+    let deployment = manifest("deployment.yaml")?;
+    let service = manifest("service.yaml")?;
+    let monitor = manifest("servicemonitor.yaml")?;
+
+    // The operator names the job after the Service unless spec.jobLabel says otherwise.
+    assert!(
+        at(&monitor, "spec.jobLabel").is_err(),
+        "jobLabel would rename the job the rules select"
+    );
+    assert_eq!(text(&service, "metadata.name")?, JOB);
+
+    let pod_labels = at(&deployment, "spec.template.metadata.labels")?;
+    let service_labels = at(&service, "metadata.labels")?;
+    let subset = |wanted: &Value, labels: &Value| -> bool {
+        wanted
+            .as_mapping()
+            .is_some_and(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    };
+    assert!(
+        subset(at(&service, "spec.selector")?, pod_labels),
+        "the Service selects no pod"
+    );
+    assert!(
+        subset(at(&monitor, "spec.selector.matchLabels")?, service_labels),
+        "the ServiceMonitor selects no Service"
+    );
+
+    let container_port = text(&deployment, "spec.template.spec.containers.0.ports.0.name")?;
+    assert_eq!(text(&service, "spec.ports.0.targetPort")?, container_port);
+    assert_eq!(
+        at(&service, "spec.ports.0.port")?.as_u64(),
+        Some(u64::from(DEFAULT_PORT))
+    );
+    assert_eq!(
+        text(&monitor, "spec.endpoints.0.port")?,
+        text(&service, "spec.ports.0.name")?
+    );
+    assert_eq!(text(&monitor, "spec.endpoints.0.path")?, "/metrics");
+    Ok(())
+}
+
+#[test]
+fn kustomization_applies_every_manifest_but_the_secret_example() -> TestResult {
+    let kustomization = manifest("kustomization.yaml")?;
+    let mut resources = strings(&kustomization, "resources")?;
+    resources.sort();
+    let mut files: Vec<String> = fs::read_dir(repo("deploy/kubernetes"))?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| {
+            name.ends_with(".yaml") && name != "kustomization.yaml" && !name.contains(".example.")
+        })
+        .collect();
+    files.sort();
+    assert_eq!(resources, files);
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs kubernetes-validate"]
+fn kubernetes_core_manifests_match_their_schemas() -> TestResult {
+    let dir = repo("deploy/kubernetes");
+    run_ok(
+        Command::new("kubernetes-validate")
+            .args(["--strict", "--quiet"])
+            .args(["deployment.yaml", "service.yaml", "secret.example.yaml"])
+            .current_dir(dir),
+    )?;
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs node and `npm ci` in deploy/kubernetes/schema-check"]
+fn prometheus_operator_objects_match_their_schemas() -> TestResult {
+    run_ok(
+        Command::new("node")
+            .args([
+                "validate.mjs",
+                "../servicemonitor.yaml",
+                "../prometheusrule.yaml",
+            ])
+            .current_dir(repo("deploy/kubernetes/schema-check")),
+    )?;
+    Ok(())
+}
