@@ -94,21 +94,24 @@ pub async fn signal_shutdown(trigger: watch::Sender<bool>) {
     let _ = trigger.send(true);
 }
 
-fn client_settings(config: &Config) -> ClientSettings {
-    ClientSettings {
+fn client_settings(config: &Config) -> Result<ClientSettings, ConfigError> {
+    if config.tls_insecure_skip_verify {
+        tracing::warn!(api_url = %config.api_url, "FLEXCLOUD_TLS_INSECURE_SKIP_VERIFY is set: the API's TLS certificate is NOT verified; anyone on the path can read the credentials");
+    }
+    Ok(ClientSettings {
         base_url: config.api_url.clone(),
         username: config.username.clone(),
         password: config.password.clone(),
         timeout: config.timeout,
         connect_timeout: config.connect_timeout,
-        read_timeout: config
-            .timeout
-            .min(config.connect_timeout.max(Duration::from_secs(1)) * 2),
+        read_timeout: config.read_timeout,
         max_body_bytes: config.max_body_bytes,
         concurrency: config.concurrency,
         max_retries: 2,
         retry_budget: (config.interval / 4).min(Duration::from_secs(30)),
-    }
+        ca_certificates: config.ca_certificates()?,
+        insecure_skip_verify: config.tls_insecure_skip_verify,
+    })
 }
 
 /// The collector for a configuration, and the receiver of what it publishes.
@@ -123,7 +126,7 @@ pub fn build_collection(
 > {
     let api_metrics = ApiMetrics::default();
     let client = Arc::new(ApiClient::new(
-        client_settings(config),
+        client_settings(config)?,
         api_metrics.clone(),
     )?);
     let settings = CollectorSettings {
@@ -132,6 +135,7 @@ pub fn build_collection(
         interval: config.interval,
         stale_after: config.stale_after,
         saving_series_limit: config.saving_series_limit,
+        shard: config.shard,
     };
     Ok(Collection::new(client, api_metrics, settings))
 }

@@ -12,6 +12,7 @@ use tokio::time::MissedTickBehavior;
 use tracing::{debug, info, warn};
 
 use crate::api::{ApiClient, ApiError, ImageType};
+use crate::config::Shard;
 use crate::metrics::{self, ApiMetrics, EncodeLimits, Exposition};
 use crate::snapshot::{self, Inventory, Outcome, Snapshot, ZoneState};
 
@@ -28,6 +29,8 @@ pub struct CollectorSettings {
     pub interval: Duration,
     pub stale_after: Duration,
     pub saving_series_limit: usize,
+    /// Collect only this shard of the accounts.
+    pub shard: Option<Shard>,
 }
 
 /// The latest finished cycle as the server shows it.
@@ -187,7 +190,8 @@ impl Collection {
         };
 
         let mut tasks = JoinSet::new();
-        for account in accounts {
+        let owned = |account: &String| self.settings.shard.is_none_or(|s| s.owns(account));
+        for account in accounts.into_iter().filter(owned) {
             let client = self.client.clone();
             let zones = self.settings.zones.clone();
             tasks.spawn(probe_account(client, account, zones));

@@ -135,6 +135,11 @@ pub struct Config {
     pub stale_after: Duration,
     pub saving_series_limit: usize,
     pub max_body_bytes: usize,
+    pub read_timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+    pub tls_insecure_skip_verify: bool,
+    pub shard: Option<Shard>,
+    pub web_config_file: Option<PathBuf>,
     pub listen_address: SocketAddr,
     pub log: String,
     pub log_format: LogFormat,
@@ -157,6 +162,11 @@ struct RawEnv {
     saving_series_limit: Option<String>,
     max_body_bytes: Option<String>,
     allow_insecure_http: Option<String>,
+    read_timeout: Option<String>,
+    ca_file: Option<String>,
+    tls_insecure_skip_verify: Option<String>,
+    shard: Option<String>,
+    web_config_file: Option<String>,
     listen_address: Option<String>,
     log: Option<String>,
     log_format: Option<String>,
@@ -223,6 +233,17 @@ impl Config {
                 });
             }
         };
+        let log = raw
+            .log
+            .filter(|l| !l.is_empty())
+            .unwrap_or_else(|| "info".into());
+        if !crate::telemetry::filter_is_valid(&log) {
+            return Err(ConfigError::Invalid {
+                var: "FLEXCLOUD_LOG",
+                expected: "a tracing filter such as info, debug or flexcloud_exporter=debug,warn",
+                value: log,
+            });
+        }
         let listen = raw.listen_address.unwrap_or_default();
         let listen_address = if listen.is_empty() {
             SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))
@@ -269,14 +290,101 @@ impl Config {
                 32 * 1024 * 1024,
                 1024..=1024 * 1024 * 1024,
             )?,
+            read_timeout: parse_duration(
+                "FLEXCLOUD_READ_TIMEOUT",
+                raw.read_timeout.as_deref(),
+                Duration::from_secs(5),
+            )?,
+            ca_file: existing_file("FLEXCLOUD_CA_FILE", raw.ca_file.as_deref())?,
+            tls_insecure_skip_verify: parse_bool(
+                "FLEXCLOUD_TLS_INSECURE_SKIP_VERIFY",
+                raw.tls_insecure_skip_verify.as_deref(),
+            )?,
+            shard: raw
+                .shard
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(Shard::parse)
+                .transpose()?,
+            web_config_file: existing_file(
+                "FLEXCLOUD_WEB_CONFIG_FILE",
+                raw.web_config_file.as_deref(),
+            )?,
             listen_address,
-            log: raw
-                .log
-                .filter(|l| !l.is_empty())
-                .unwrap_or_else(|| "info".into()),
+            log,
             log_format,
         })
     }
+}
+
+/// One shard of the accounts: this instance collects the accounts whose stable hash
+/// modulo `count` is `index - 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 1-based, as operators count replicas.
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    fn parse(text: &str) -> Result<Self, ConfigError> {
+        let invalid = || ConfigError::Invalid {
+            var: "FLEXCLOUD_SHARD",
+            expected: "N/M with 1 <= N <= M, e.g. 2/5",
+            value: text.into(),
+        };
+        let (index, count) = text.trim().split_once('/').ok_or_else(invalid)?;
+        let index: u32 = index.trim().parse().map_err(|_| invalid())?;
+        let count: u32 = count.trim().parse().map_err(|_| invalid())?;
+        if index == 0 || count == 0 || index > count {
+            return Err(invalid());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether this shard collects `account`. FNV-1a is fixed by its definition, so every
+    /// replica and every version agrees on the split.
+    pub fn owns(&self, account: &str) -> bool {
+        use std::hash::Hasher;
+        let mut hasher = fnv::FnvHasher::default();
+        hasher.write(account.as_bytes());
+        hasher.finish() % u64::from(self.count) == u64::from(self.index - 1)
+    }
+}
+
+impl Config {
+    /// The extra CA certificates of `FLEXCLOUD_CA_FILE`, parsed.
+    pub fn ca_certificates(&self) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+        let Some(path) = &self.ca_file else {
+            return Ok(Vec::new());
+        };
+        let pem = std::fs::read(path).map_err(|source| ConfigError::File {
+            var: "FLEXCLOUD_CA_FILE",
+            path: path.display().to_string(),
+            source,
+        })?;
+        match reqwest::Certificate::from_pem_bundle(&pem) {
+            Ok(certs) if !certs.is_empty() => Ok(certs),
+            _ => Err(ConfigError::Invalid {
+                var: "FLEXCLOUD_CA_FILE",
+                expected: "a PEM file with at least one certificate",
+                value: path.display().to_string(),
+            }),
+        }
+    }
+}
+
+fn existing_file(var: &'static str, value: Option<&str>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(path) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path);
+    std::fs::metadata(&path).map_err(|source| ConfigError::File {
+        var,
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(Some(path))
 }
 
 fn read_password_file(path: &str) -> Result<SecretString, ConfigError> {
@@ -557,6 +665,41 @@ mod tests {
             ])
             .is_ok()
         );
+    }
+
+    #[test]
+    fn shards_parse_and_split_accounts_exactly_once() {
+        for bad in ["0/3", "4/3", "1", "a/b", "1/0"] {
+            let err = with(&[("FLEXCLOUD_SHARD", bad)]).unwrap_err().to_string();
+            assert!(err.starts_with("FLEXCLOUD_SHARD"), "{bad}: {err}");
+        }
+        let shards: Vec<Shard> = (1..=5)
+            .map(|i| Shard::parse(&format!("{i}/5")).unwrap())
+            .collect();
+        let mut sizes = [0usize; 5];
+        for n in 0..10_000 {
+            let account = format!("acct{n:05}");
+            let owners: Vec<usize> = (0..5).filter(|&i| shards[i].owns(&account)).collect();
+            assert_eq!(owners.len(), 1, "{account} has exactly one owner");
+            sizes[owners[0]] += 1;
+        }
+        // A fair hash gives each of five shards about 2,000 of 10,000 accounts.
+        assert!(
+            sizes.iter().all(|&n| (1_700..=2_300).contains(&n)),
+            "{sizes:?}"
+        );
+        assert_eq!(
+            with(&[("FLEXCLOUD_SHARD", "2/5")]).unwrap().shard,
+            Some(Shard { index: 2, count: 5 })
+        );
+    }
+
+    #[test]
+    fn a_bad_log_filter_is_named() {
+        let err = with(&[("FLEXCLOUD_LOG", "info,[=")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("FLEXCLOUD_LOG"), "{err}");
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct ClientSettings {
     /// Total waiting between retries of one request, `Retry-After` included; keeps a
     /// cycle inside its interval.
     pub retry_budget: Duration,
+    /// Extra trusted CA certificates.
+    pub ca_certificates: Vec<reqwest::Certificate>,
+    /// Accept any TLS certificate (an explicit, loudly logged setting).
+    pub insecure_skip_verify: bool,
 }
 
 /// An answer the caller can use: a body, or a redirect to follow.
@@ -60,7 +64,13 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(settings: ClientSettings, metrics: ApiMetrics) -> Result<Self, ApiError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for certificate in &settings.ca_certificates {
+            builder = builder.add_root_certificate(certificate.clone());
+        }
+        let http = builder
+            .danger_accept_invalid_certs(settings.insecure_skip_verify)
+            .https_only(false)
             .user_agent(concat!("flexcloud-exporter/", env!("CARGO_PKG_VERSION")))
             .timeout(settings.timeout)
             .connect_timeout(settings.connect_timeout)
