@@ -15,6 +15,7 @@
 //!
 //! Needs `prometheus` on PATH (Debian package `prometheus`, 2.42 or later):
 //! `cargo test --test e2e_prometheus -- --include-ignored`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

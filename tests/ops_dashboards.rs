@@ -5,6 +5,7 @@
 //! file in `dashboards/`, together with checks against this exporter's metrics contract.
 //! The type check against `@grafana/schema` needs npm packages and is ignored unless asked
 //! for (`cargo test --test ops_dashboards -- --include-ignored`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -5,6 +5,7 @@
 //! asked for (`cargo test --test ops_rules -- --include-ignored`): `promtool check rules`,
 //! `promtool test rules alerts/tests/*.yml`, and every dashboard expression, with its
 //! template variables filled in, parsed as a recording rule.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
