@@ -222,12 +222,17 @@ impl ApiClient {
         (|| self.get_once(endpoint, account, url))
             .retry(backoff)
             .when(is_transient)
-            .adjust(move |error, delay| match retry_after(error) {
-                // The server's wish wins over our backoff, unless it asks for longer than
-                // the budget: then give up now rather than overrun the cycle.
-                Some(wait) if wait <= budget => Some(wait),
-                Some(_) => None,
-                None => delay,
+            .adjust(move |error, delay| {
+                // `delay` is None once the backoff's attempts or budget are used up; the
+                // server's Retry-After then must not start more attempts.
+                let delay = delay?;
+                match retry_after(error) {
+                    // The server's wish wins over our backoff, unless it asks for longer
+                    // than the budget: then give up now rather than overrun the cycle.
+                    Some(wait) if wait <= budget => Some(wait),
+                    Some(_) => None,
+                    None => Some(delay),
+                }
             })
             .notify(|error, delay| {
                 tracing::debug!(endpoint = endpoint.as_str(), account_id = account, error = %error, ?delay, "retrying API request");

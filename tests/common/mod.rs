@@ -58,9 +58,38 @@ impl Harness {
         Metrics::parse(std::str::from_utf8(&text).expect("utf-8 exposition"))
     }
 
+    /// Serves what the collector publishes on a loopback port, as the exporter does;
+    /// returns the base URL. The server ends with the test's runtime.
+    pub async fn serve(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let state = flexcloud_exporter::server::AppState {
+            published: self.published.clone(),
+            info: Arc::new(flexcloud_exporter::landing::PageInfo {
+                version: "test",
+                api_url: self.sim.url(),
+                interval: std::time::Duration::from_secs(60),
+            }),
+        };
+        let router = flexcloud_exporter::server::router(state);
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("http://{address}")
+    }
+
     pub async fn stop(self) {
         self.sim.stop().await;
     }
+}
+
+/// Scrapes `/metrics` from a served harness and parses it.
+pub async fn scrape(base: &str) -> Metrics {
+    let response = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("scrape");
+    assert_eq!(response.status(), 200);
+    Metrics::parse(&response.text().await.expect("body"))
 }
 
 /// Samples of an exposition keyed by name and sorted labels, e.g.
