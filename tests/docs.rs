@@ -1,0 +1,56 @@
+//! The README stays in step with the code: every setting with its default, every metric.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use flexcloud_exporter::config::VARIABLES;
+use flexcloud_exporter::simulator::Scenario;
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+}
+
+#[test]
+fn readme_lists_every_setting_with_its_default() {
+    let readme = readme();
+    for (name, default, _) in VARIABLES {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{name}` |")))
+            .unwrap_or_else(|| panic!("README has no row for {name}"));
+        let shown = if default.is_empty() {
+            String::new()
+        } else if default.starts_with('(') || default.contains(' ') {
+            default.to_string()
+        } else {
+            format!("`{default}`")
+        };
+        let cell = row.split('|').nth(2).unwrap_or("").trim();
+        assert_eq!(cell, shown, "README row for {name}: {row}");
+    }
+}
+
+#[tokio::test]
+async fn readme_lists_every_exported_metric() {
+    let scenario = Scenario::default()
+        .user(common::USER, common::PASSWORD, &["*"])
+        .account("a", &["Z"])
+        .image("a", "1", "SAVING", "BASE", &["Z"]);
+    let mut h = common::Harness::start(scenario, &[]).await;
+    let m = h.cycle().await;
+    let readme = readme();
+    let families: Vec<&str> = m
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(families.len() > 15);
+    for family in families {
+        assert!(
+            readme.contains(&format!("`{family}`")),
+            "README's metrics table lacks {family}"
+        );
+    }
+    h.stop().await;
+}
