@@ -488,15 +488,10 @@ async fn wait_ready(base: &str) {
     panic!("exporter never became ready");
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `kB` field of `/proc/PID/status`, e.g. `VmRSS` (resident now) or `VmHWM` (peak).
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
@@ -537,7 +532,7 @@ async fn an_oversized_body_costs_at_most_the_body_cap_in_memory() {
         ],
     );
     assert!(invalid >= 2.0);
-    let peak_mib = peak_rss_kib(exporter.0.id()) / 1024;
+    let peak_mib = proc_status_kib(exporter.0.id(), "VmHWM:") / 1024;
     println!("peak RSS with 256 MiB bodies capped at 1 MiB: {peak_mib} MiB");
     assert!(
         peak_mib < 64,
@@ -641,14 +636,14 @@ async fn hundreds_of_cycles_with_faults_toggled_do_not_grow_memory() {
         let m = scrape_binary().await;
         let done = cycles(&m);
         if warm.is_none() && done >= 100.0 {
-            warm = Some(rss_kib(exporter.0.id()));
+            warm = Some(proc_status_kib(exporter.0.id(), "VmRSS:"));
         }
         if done >= 400.0 {
             break;
         }
         assert!(n < 2000, "cycles did not advance");
     }
-    let end = rss_kib(exporter.0.id());
+    let end = proc_status_kib(exporter.0.id(), "VmRSS:");
     let warm = warm.unwrap();
     println!("RSS after 100 cycles {warm} KiB, after 400 cycles {end} KiB");
     // Allocator noise is a few pages; a leak per cycle would add far more over 300 cycles.
