@@ -17,6 +17,7 @@ use crate::landing::PageInfo;
 use crate::metrics::{self, ApiMetrics};
 use crate::server::{self, AppState};
 use crate::simulator::{Scenario, ScenarioError, Simulator};
+use crate::webconfig::{WebConfig, WebConfigError};
 
 /// The scenario `--demo` serves: a small realistic fleet with one image stuck in SAVING.
 pub const DEMO_SCENARIO: &str = include_str!("../examples/scenarios/demo.json");
@@ -38,13 +39,15 @@ pub enum AppError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
+    #[error(transparent)]
+    WebConfig(#[from] WebConfigError),
 }
 
 impl AppError {
     /// 2 for a setting or input the user must fix, 1 for failures at run time.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AppError::Config(_) | AppError::Scenario(_) => 2,
+            AppError::Config(_) | AppError::Scenario(_) | AppError::WebConfig(_) => 2,
             _ => 1,
         }
     }
@@ -147,6 +150,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), AppError> {
+    let web = load_web_config(&config)?;
+    run_with_web(config, web, listener, shutdown).await
+}
+
+/// The web config file of `FLEXCLOUD_WEB_CONFIG_FILE`, or the plain default.
+fn load_web_config(config: &Config) -> Result<WebConfig, AppError> {
+    Ok(WebConfig::load_optional(config.web_config_file.as_deref())?)
+}
+
+async fn run_with_web(
+    config: Config,
+    web: WebConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), AppError> {
     let (collection, published) = build_collection(&config)?;
     let collector = tokio::spawn(collection.run(shutdown.wait()));
     let state = AppState {
@@ -158,17 +176,27 @@ pub async fn run(
         }),
     };
     if let Ok(address) = listener.local_addr() {
-        info!(address = %address, api_url = %config.api_url, interval = %humantime::format_duration(config.interval), "listening");
+        info!(
+            address = %address,
+            api_url = %config.api_url,
+            interval = %humantime::format_duration(config.interval),
+            tls = web.tls.is_some(),
+            basic_auth_users = web.basic_auth.as_ref().map_or(0, |a| a.user_count()),
+            "listening"
+        );
     }
-    let served = server::serve(listener, server::router(state), shutdown.wait()).await;
+    let router = server::secured_router(state, &web);
+    let served = server::serve(listener, router, web.tls.clone(), shutdown.wait()).await;
     let _ = collector.await;
     served.map_err(AppError::Serve)
 }
 
-/// Binds the configured address, then [`run`]s.
+/// Reads the web config file, binds the configured address, then serves as [`run`] does. The
+/// file is read first so a bad one stops startup before the port is taken.
 pub async fn run_from_config(config: Config, shutdown: Shutdown) -> Result<(), AppError> {
+    let web = load_web_config(&config)?;
     let listener = bind(config.listen_address).await?;
-    run(config, listener, shutdown).await
+    run_with_web(config, web, listener, shutdown).await
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, AppError> {
@@ -227,14 +255,16 @@ pub async fn run_demo(shutdown: Shutdown) -> Result<(), AppError> {
         vars.push(("FLEXCLOUD_INTERVAL".into(), "15s".into()));
     }
     let config = Config::from_vars(vars)?;
+    let web = load_web_config(&config)?;
     let listener = bind(config.listen_address).await?;
     let address = listener.local_addr().map_err(AppError::Serve)?;
     info!(simulator = %simulator.url(), "demo: simulated FlexCloud API started");
+    let scheme = if web.tls.is_some() { "https" } else { "http" };
     println!(
-        "flexcloud-exporter demo: metrics at http://{address}/metrics, status page at http://{address}/ (simulated API at {}). Ctrl-C stops.",
+        "flexcloud-exporter demo: metrics at {scheme}://{address}/metrics, status page at {scheme}://{address}/ (simulated API at {}). Ctrl-C stops.",
         simulator.url()
     );
-    let result = run(config, listener, shutdown).await;
+    let result = run_with_web(config, web, listener, shutdown).await;
     simulator.stop().await;
     result
 }

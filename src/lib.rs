@@ -8,6 +8,7 @@
 //! - [`metrics`]: every metric name and help text; snapshot -> exposition bytes.
 //! - [`server`]: the HTTP endpoints `/metrics`, `/`, `/-/healthy`, `/-/ready`.
 //! - [`landing`]: the HTML landing page.
+//! - [`webconfig`]: the exporter-toolkit web config file: TLS and Basic auth for the endpoint.
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`simulator`]: the fake FlexCloud API used by tests, the demo and fault drills.
 //! - [`timestamp`]: the API's zone-less timestamps.
@@ -24,3 +25,4 @@ pub mod simulator;
 pub mod snapshot;
 pub mod telemetry;
 pub mod timestamp;
+pub mod webconfig;

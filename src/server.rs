@@ -1,27 +1,35 @@
-//! The HTTP endpoints: `/metrics`, the landing page, `/-/healthy` and `/-/ready`.
+//! The HTTP endpoints `/metrics`, the landing page, `/-/healthy` and `/-/ready`; TLS and Basic auth.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
+use tracing::{debug, warn};
 
 use crate::collector::Published;
 use crate::landing;
 use crate::metrics;
+use crate::webconfig::{BasicAuth, WebConfig};
 
 /// A request that takes longer than this is answered 408 (a slow client cannot hold a
 /// connection slot forever).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A TLS client gets this long to finish its handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests handled at once; more wait for a slot.
 const MAX_CONCURRENT_REQUESTS: usize = 512;
 
@@ -34,31 +42,187 @@ pub struct AppState {
     pub info: Arc<landing::PageInfo>,
 }
 
+/// The endpoints without authentication or TLS, as served when no web config file is given.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    secured_router(state, &WebConfig::default())
+}
+
+/// Paths answered without Basic auth. exporter-toolkit protects every path, but kubelet and
+/// Docker health probes cannot easily send credentials, and these two answer only "OK" or
+/// "ready": no metric, no API URL, no account. Everything else, unknown paths included (so a
+/// 404 does not map the routes), needs credentials when `basic_auth_users` is set.
+pub const UNAUTHENTICATED_PATHS: &[&str] = &["/-/healthy", "/-/ready"];
+
+/// The endpoints with the web config's Basic auth and response headers. Auth sits inside the
+/// timeout but outside the concurrency limit: a flood of wrong passwords queues for bcrypt
+/// without holding the request slots that Prometheus, whose password is remembered after
+/// the first check, needs.
+pub fn secured_router(state: AppState, web: &WebConfig) -> Router {
+    let mut app = Router::new()
         .route("/metrics", get(serve_metrics))
         .route("/", get(serve_landing))
         .route("/-/healthy", get(|| async { "OK\n" }))
         .route("/-/ready", get(serve_ready))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             MAX_CONCURRENT_REQUESTS,
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
-        .with_state(state)
+        ));
+    if let Some(auth) = &web.basic_auth {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            require_basic_auth,
+        ));
+    }
+    if !web.headers.is_empty() {
+        // Outside the auth layer, so a 401 carries the headers too (as in exporter-toolkit).
+        app = app.layer(axum::middleware::from_fn_with_state(
+            Arc::new(web.headers.clone()),
+            add_headers,
+        ));
+    }
+    app.layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        REQUEST_TIMEOUT,
+    ))
+    .with_state(state)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes open requests.
+/// With `tls`, every connection must complete a TLS handshake first; plain HTTP is refused.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    match tls {
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(config) => {
+            serve_tls(listener, router, config, shutdown).await;
+            Ok(())
+        }
+    }
+}
+
+/// HTTPS. `axum::serve` has no TLS, so connections are accepted here, go through the rustls
+/// handshake and are handed to hyper. Shutdown works as in `axum::serve`: stop accepting,
+/// let each connection finish the request it is answering, then close it.
+async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let (stop, stopped) = watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning, as
+                // axum::serve does. A peer that hung up before accept is not worth a pause.
+                if !matches!(
+                    error.kind(),
+                    ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+                ) {
+                    warn!(error = %error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                continue;
+            }
+        };
+        connections.spawn(serve_tls_connection(
+            acceptor.clone(),
+            stream,
+            router.clone(),
+            stopped.clone(),
+        ));
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    while connections.join_next().await.is_some() {}
+}
+
+async fn serve_tls_connection(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    router: Router,
+    mut stopped: watch::Receiver<bool>,
+) {
+    // A client that connects and never finishes the handshake (or speaks plain HTTP) must not
+    // hold the task; a failed handshake just closes the connection, as a TLS server does.
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let tls = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                debug!(error = %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => return,
+        },
+        () = until_stopped(&mut stopped) => return,
+    };
+    let connection = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = until_stopped(&mut stopped) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// Resolves once the server stops (the guard `wait_for` returns is not `Send`, so it is
+/// dropped here rather than held across the connection's await).
+async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// Answers 401 with `WWW-Authenticate: Basic` unless the request carries a listed user's
+/// credentials (or asks for one of [`UNAUTHENTICATED_PATHS`]).
+async fn require_basic_auth(
+    State(auth): State<Arc<BasicAuth>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if UNAUTHENTICATED_PATHS.contains(&request.uri().path())
+        || auth
+            .check(request.headers().get(header::AUTHORIZATION))
+            .await
+    {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic")],
+        "Unauthorized\n",
+    )
+        .into_response()
+}
+
+async fn add_headers(
+    State(headers): State<Arc<Vec<(HeaderName, HeaderValue)>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    for (name, value) in headers.iter() {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
 }
 
 fn wants_openmetrics(headers: &HeaderMap) -> bool {

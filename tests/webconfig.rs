@@ -1,0 +1,431 @@
+//! The web config file end to end: TLS with a real client, Basic auth with real bcrypt hashes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use flexcloud_exporter::app::{self, AppError, Shutdown};
+use flexcloud_exporter::config::Config;
+use flexcloud_exporter::simulator::{Scenario, Simulator};
+use flexcloud_exporter::webconfig::WebConfig;
+use reqwest::StatusCode;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flexcloud-exporter");
+const USER: &str = "prometheus";
+const PASSWORD: &str = "scrape-Pa55word";
+
+/// A folder of its own for one test's files, removed when the test ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "flexcloud-webconfig-{name}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A test CA and a server certificate it signed for 127.0.0.1 and localhost, made fresh so
+/// nothing expires in the repository.
+struct Pki {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn pki() -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "flexcloud-exporter test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    Pki {
+        ca_pem: ca_cert.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// `basic_auth_users` with a real bcrypt hash of [`PASSWORD`] (cost 4: fast, same algorithm).
+fn users_section() -> String {
+    format!(
+        "basic_auth_users:\n  {USER}: {}\n",
+        bcrypt::hash(PASSWORD, 4).unwrap()
+    )
+}
+
+/// Writes the certificate, key and a web config (relative paths, as operators write them).
+fn tls_files(dir: &TempDir, pki: &Pki, extra_tls: &str, rest: &str) -> PathBuf {
+    dir.write("server.crt", &pki.cert_pem);
+    dir.write("server.key", &pki.key_pem);
+    dir.write(
+        "web.yml",
+        &format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{extra_tls}{rest}"
+        ),
+    )
+}
+
+/// The exporter run as `main` runs it, against the simulator, on a loopback port.
+struct Exporter {
+    address: std::net::SocketAddr,
+    trigger: watch::Sender<bool>,
+    task: JoinHandle<Result<(), AppError>>,
+    sim: Simulator,
+}
+
+impl Exporter {
+    async fn start(web_config: Option<&Path>) -> Self {
+        let scenario = Scenario::from_json(app::DEMO_SCENARIO).unwrap();
+        let user = scenario.users[0].clone();
+        let sim = Simulator::start_local(scenario).await.unwrap();
+        let mut vars = vec![
+            ("FLEXCLOUD_API_URL".to_string(), sim.url()),
+            ("FLEXCLOUD_USERNAME".to_string(), user.username),
+            ("FLEXCLOUD_PASSWORD".to_string(), user.password),
+        ];
+        if let Some(path) = web_config {
+            vars.push((
+                "FLEXCLOUD_WEB_CONFIG_FILE".to_string(),
+                path.display().to_string(),
+            ));
+        }
+        let config = Config::from_vars(vars).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (trigger, shutdown) = Shutdown::new();
+        let task = tokio::spawn(app::run(config, listener, shutdown));
+        Exporter {
+            address,
+            trigger,
+            task,
+            sim,
+        }
+    }
+
+    fn url(&self, scheme: &str, path: &str) -> String {
+        format!("{scheme}://{}{path}", self.address)
+    }
+
+    /// Stops the exporter and returns how long it took to finish.
+    async fn stop(self) -> Duration {
+        let start = Instant::now();
+        self.trigger.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the exporter stops")
+            .unwrap()
+            .unwrap();
+        self.sim.stop().await;
+        start.elapsed()
+    }
+}
+
+fn client_trusting(ca_pem: &str) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+}
+
+async fn get(
+    client: &reqwest::Client,
+    url: &str,
+    credentials: Option<(&str, &str)>,
+) -> reqwest::Response {
+    let mut request = client.get(url);
+    if let Some((user, password)) = credentials {
+        request = request.basic_auth(user, Some(password));
+    }
+    request.send().await.expect("the request gets an answer")
+}
+
+fn assert_unauthorized(response: &reqwest::Response, case: &str) {
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{case}");
+    assert_eq!(
+        response.headers()[reqwest::header::WWW_AUTHENTICATE],
+        "Basic",
+        "{case}"
+    );
+}
+
+#[tokio::test]
+async fn over_tls_only_the_right_user_and_password_get_metrics() {
+    let pki = pki();
+    let dir = TempDir::new("auth");
+    let web = tls_files(&dir, &pki, "", &users_section());
+    let exporter = Exporter::start(Some(&web)).await;
+    let client = client_trusting(&pki.ca_pem).build().unwrap();
+    let metrics = exporter.url("https", "/metrics");
+
+    let right = get(&client, &metrics, Some((USER, PASSWORD))).await;
+    assert_eq!(right.status(), StatusCode::OK);
+    assert!(right.text().await.unwrap().contains("# TYPE "));
+    // Again: the remembered password must still be checked exactly.
+    let again = get(&client, &metrics, Some((USER, PASSWORD))).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    let landing = get(&client, &exporter.url("https", "/"), Some((USER, PASSWORD))).await;
+    assert_eq!(landing.status(), StatusCode::OK);
+
+    let wrong_password = get(&client, &metrics, Some((USER, "scrape-Pa55wore"))).await;
+    assert_unauthorized(&wrong_password, "wrong password");
+    let wrong_user = get(&client, &metrics, Some(("prometheu", PASSWORD))).await;
+    assert_unauthorized(&wrong_user, "wrong user");
+    let anonymous = get(&client, &metrics, None).await;
+    assert_unauthorized(&anonymous, "no credentials");
+    let landing = get(&client, &exporter.url("https", "/"), None).await;
+    assert_unauthorized(&landing, "landing page without credentials");
+    let unknown = get(&client, &exporter.url("https", "/no-such-page"), None).await;
+    assert_unauthorized(&unknown, "unknown path without credentials");
+
+    // The probes stay open (see server::UNAUTHENTICATED_PATHS), over TLS still.
+    let healthy = get(&client, &exporter.url("https", "/-/healthy"), None).await;
+    assert_eq!(healthy.status(), StatusCode::OK);
+    let ready = get(&client, &exporter.url("https", "/-/ready"), None).await;
+    assert_ne!(ready.status(), StatusCode::UNAUTHORIZED);
+
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn plain_http_to_the_tls_port_is_refused() {
+    let pki = pki();
+    let dir = TempDir::new("plain");
+    let web = tls_files(&dir, &pki, "", "");
+    let exporter = Exporter::start(Some(&web)).await;
+
+    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    let error = plain
+        .get(exporter.url("http", "/-/healthy"))
+        .send()
+        .await
+        .expect_err("plain HTTP gets no answer");
+    assert!(!error.is_status(), "{error}");
+
+    // At the byte level: an HTTP request gets a TLS alert or a closed connection, never HTTP.
+    let address = exporter.address;
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        answer
+    })
+    .await
+    .unwrap();
+    assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
+
+    // A client that does not trust the certificate is refused too.
+    let untrusting = reqwest::Client::builder().no_proxy().build().unwrap();
+    assert!(
+        untrusting
+            .get(exporter.url("https", "/-/healthy"))
+            .send()
+            .await
+            .is_err()
+    );
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn min_version_tls13_refuses_a_tls12_client() {
+    let pki = pki();
+    let dir = TempDir::new("tls13");
+    let web = tls_files(&dir, &pki, "  min_version: TLS13\n", "");
+    let exporter = Exporter::start(Some(&web)).await;
+    let url = exporter.url("https", "/-/healthy");
+
+    let tls12 = client_trusting(&pki.ca_pem)
+        .max_tls_version(reqwest::tls::Version::TLS_1_2)
+        .build()
+        .unwrap();
+    assert!(tls12.get(&url).send().await.is_err());
+    let tls13 = client_trusting(&pki.ca_pem).build().unwrap();
+    assert_eq!(get(&tls13, &url, None).await.status(), StatusCode::OK);
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn basic_auth_and_headers_work_without_tls() {
+    let dir = TempDir::new("plain-auth");
+    let web = dir.write(
+        "web.yml",
+        &format!(
+            "{}http_server_config:\n  headers:\n    X-Frame-Options: deny\n    X-Content-Type-Options: nosniff\n",
+            users_section()
+        ),
+    );
+    let exporter = Exporter::start(Some(&web)).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let metrics = exporter.url("http", "/metrics");
+
+    let anonymous = get(&client, &metrics, None).await;
+    assert_unauthorized(&anonymous, "no credentials");
+    assert_eq!(anonymous.headers()["x-frame-options"], "deny");
+    let right = get(&client, &metrics, Some((USER, PASSWORD))).await;
+    assert_eq!(right.status(), StatusCode::OK);
+    assert_eq!(right.headers()["x-content-type-options"], "nosniff");
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_web_config_the_endpoint_is_plain_and_open() {
+    let exporter = Exporter::start(None).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for path in ["/metrics", "/", "/-/healthy"] {
+        let response = get(&client, &exporter.url("http", path), None).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_tls_connections_promptly() {
+    let pki = pki();
+    let dir = TempDir::new("shutdown");
+    let web = tls_files(&dir, &pki, "", "");
+    let exporter = Exporter::start(Some(&web)).await;
+    // The client keeps its connection alive in its pool: shutdown must not wait for it.
+    let client = client_trusting(&pki.ca_pem).build().unwrap();
+    let healthy = get(&client, &exporter.url("https", "/-/healthy"), None).await;
+    assert_eq!(healthy.status(), StatusCode::OK);
+    let took = exporter.stop().await;
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    drop(client);
+}
+
+#[test]
+fn a_key_that_does_not_match_the_certificate_is_refused() {
+    let pki = pki();
+    let other = self::pki();
+    let dir = TempDir::new("mismatch");
+    dir.write("server.crt", &pki.cert_pem);
+    dir.write("server.key", &other.key_pem);
+    let path = dir.write(
+        "web.yml",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
+    );
+    let message = WebConfig::load(&path).unwrap_err().to_string();
+    assert_eq!(
+        message,
+        format!(
+            "web config file {}: tls_server_config.key_file: the private key does not belong to the certificate of cert_file",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn a_bad_web_config_file_stops_the_binary_with_exit_2_and_one_line() {
+    let dir = TempDir::new("binary");
+    let cases = [
+        ("malformed.yml", "basic_auth_users: [\n"),
+        (
+            "client-certs.yml",
+            "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_auth_type: RequireAndVerifyClientCert\n",
+        ),
+        (
+            "missing-cert.yml",
+            "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n",
+        ),
+    ];
+    for (name, contents) in cases {
+        let path = dir.write(name, contents);
+        let mut child = Command::new(BIN)
+            .env_clear()
+            .env("FLEXCLOUD_USERNAME", "u")
+            .env("FLEXCLOUD_PASSWORD", "p")
+            .env("FLEXCLOUD_API_URL", "http://127.0.0.1:9")
+            .env("FLEXCLOUD_LISTEN_ADDRESS", "127.0.0.1:0")
+            .env("FLEXCLOUD_WEB_CONFIG_FILE", &path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{name}: the binary kept running with a bad web config file");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(status.code(), Some(2), "{name}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{name}: {stderr}");
+        assert!(
+            lines[0].starts_with(&format!(
+                "flexcloud-exporter: web config file {}: ",
+                path.display()
+            )),
+            "{name}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_documented_example_loads() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/web-config.md"))
+        .unwrap();
+    let example = doc
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/web-config.md has a yaml example");
+    let pki = pki();
+    let dir = TempDir::new("doc");
+    dir.write("exporter.crt", &pki.cert_pem);
+    dir.write("exporter.key", &pki.key_pem);
+    let path = dir.write("web.yml", example);
+    let web = WebConfig::load(&path).unwrap();
+    assert!(web.tls.is_some());
+    assert_eq!(web.basic_auth.unwrap().user_count(), 1);
+    assert_eq!(web.headers.len(), 3);
+}
