@@ -17,7 +17,6 @@
 //! `cargo test --test e2e_prometheus -- --include-ignored`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -29,10 +28,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "common/dashboards.rs"]
+mod dashboards;
+
 const BINARY: &str = env!("CARGO_BIN_EXE_flexcloud-exporter");
 const SCENARIO: &str = "tests/fixtures/e2e/scenario.json";
 const RULES: &str = "alerts/flexcloud-exporter.rules.yml";
-const DASHBOARDS: &str = "dashboards";
 /// The job name the rules assume for the exporter's own scrape job.
 const JOB: &str = "flexcloud-exporter";
 const USER: &str = "exporter";
@@ -307,98 +308,6 @@ fn instant_query(addr: SocketAddr, query: &str) -> Result<Vec<Value>, String> {
     Ok(data["result"].as_array().cloned().unwrap_or_default())
 }
 
-/// `$name` and `${name}` replaced from `values`.
-fn substitute(text: &str, values: &BTreeMap<String, String>) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        rest = &rest[at + 1..];
-        let braced = rest.starts_with('{');
-        let body = if braced { &rest[1..] } else { rest };
-        let len = body
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(body.len());
-        let name = &body[..len];
-        let value = values
-            .get(name)
-            .unwrap_or_else(|| panic!("unknown variable ${name} in {text}"));
-        out.push_str(value);
-        rest = &body[len + usize::from(braced)..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Every query of every dashboard (panel targets and variable selectors) as Grafana runs it
-/// with each variable on "All".
-fn dashboard_queries() -> Vec<(String, String)> {
-    let mut queries = Vec::new();
-    let dir = repo(DASHBOARDS);
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|p| p.extension().is_some_and(|ext| ext == "json"))
-        .collect();
-    files.sort();
-    for path in files {
-        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let dashboard: Value =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let file = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let mut values: BTreeMap<String, String> = [
-            ("__rate_interval", "1m"),
-            ("__interval", "15s"),
-            ("__range", "1m"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let variables = dashboard["templating"]["list"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        for v in &variables {
-            let all = v["allValue"].as_str().unwrap_or(".*").to_string();
-            values.insert(v["name"].as_str().unwrap_or_default().to_string(), all);
-        }
-        for v in &variables {
-            let selector = v["query"]
-                .as_str()
-                .and_then(|q| q.strip_prefix("label_values("))
-                .and_then(|q| q.rsplit_once(','));
-            if let Some((selector, label)) = selector {
-                let label = label.trim().trim_end_matches(')').trim();
-                let place = format!("{file}: variable {} (label {label})", v["name"]);
-                queries.push((place, substitute(selector, &values)));
-            }
-        }
-        let mut panels: Vec<Value> = Vec::new();
-        for panel in dashboard["panels"].as_array().cloned().unwrap_or_default() {
-            panels.extend(panel["panels"].as_array().cloned().unwrap_or_default());
-            panels.push(panel);
-        }
-        for panel in panels {
-            for target in panel["targets"].as_array().cloned().unwrap_or_default() {
-                if let Some(expr) = target["expr"].as_str() {
-                    let place = format!(
-                        "{file}: panel {} target {}",
-                        panel["title"], target["refId"]
-                    );
-                    queries.push((place, substitute(expr, &values)));
-                }
-            }
-        }
-    }
-    assert!(!queries.is_empty(), "no dashboard queries found");
-    queries
-}
-
 /// Firing alerts named `name`, as their label maps.
 fn firing(addr: SocketAddr, name: &str) -> Result<Vec<Value>, String> {
     let data = prometheus_api(addr, "/api/v1/alerts")?;
@@ -462,7 +371,20 @@ fn dashboards_and_alerts_work_against_a_real_prometheus() {
 
     // Every dashboard query returns data. Rates need two samples inside their window, so
     // a query may be empty for the first seconds; all of them must be answered in time.
-    let queries = dashboard_queries();
+    let queries: Vec<(String, String)> = dashboards::dashboard_files()
+        .iter()
+        .flat_map(|path| {
+            let file = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            dashboards::dashboard_queries(path)
+                .into_iter()
+                .map(move |(place, q)| (format!("{file}: {place}"), q))
+        })
+        .collect();
+    assert!(!queries.is_empty(), "no dashboard queries found");
     wait_for("every dashboard query to return data", &mut all, || {
         let mut empty = Vec::new();
         for (place, query) in &queries {

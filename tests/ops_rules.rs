@@ -14,17 +14,14 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
+#[path = "common/dashboards.rs"]
+mod dashboards;
+use dashboards::{dashboard_queries, substitute};
+
 const RULES: &str = "alerts/flexcloud-exporter.rules.yml";
 const RULE_TESTS: &str = "alerts/tests";
 const RUNBOOK: &str = "docs/runbook.md";
 const SEVERITIES: &[&str] = &["critical", "warning", "info"];
-
-/// What Grafana puts in for its built-in interval variables, as promtool needs a duration.
-const GLOBAL_VARIABLES: &[(&str, &str)] = &[
-    ("__rate_interval", "1m"),
-    ("__interval", "1m"),
-    ("__range", "1h"),
-];
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -278,84 +275,6 @@ fn promtool_unit_tests_pass() {
     assert_eq!(out.matches("SUCCESS").count(), tests.len(), "{out}");
 }
 
-/// `text` with every `$name` and `${name}` replaced from `values`; panics on an unknown name.
-fn substitute(text: &str, values: &BTreeMap<String, String>) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        rest = &rest[at + 1..];
-        let braced = rest.starts_with('{');
-        let body = if braced { &rest[1..] } else { rest };
-        let len = body
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(body.len());
-        let name = &body[..len];
-        let value = values
-            .get(name)
-            .unwrap_or_else(|| panic!("unknown variable ${name} in {text}"));
-        out.push_str(value);
-        rest = &body[len + usize::from(braced)..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Every query of one dashboard with its variables set as Grafana sets them for "All".
-fn dashboard_queries(path: &Path) -> Vec<(String, String)> {
-    let dashboard: Value =
-        serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut values: BTreeMap<String, String> = GLOBAL_VARIABLES
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let variables = dashboard["templating"]["list"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for v in &variables {
-        let all = v["allValue"].as_str().unwrap_or(".*");
-        values.insert(
-            v["name"].as_str().unwrap_or_default().to_string(),
-            all.to_string(),
-        );
-    }
-    let mut queries = Vec::new();
-    for v in &variables {
-        if let Some(selector) = v["query"]
-            .as_str()
-            .and_then(|q| q.strip_prefix("label_values("))
-            .and_then(|q| q.rsplit_once(','))
-            .map(|(selector, _)| selector)
-        {
-            let place = format!("variable {}", v["name"]);
-            queries.push((place, substitute(selector, &values)));
-        }
-    }
-    let mut panels: Vec<&Value> = Vec::new();
-    for panel in dashboard["panels"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-    {
-        panels.push(panel);
-        panels.extend(panel["panels"].as_array().map(Vec::as_slice).unwrap_or(&[]));
-    }
-    for panel in panels {
-        for target in panel["targets"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-        {
-            if let Some(expr) = target["expr"].as_str() {
-                let place = format!("panel {} target {}", panel["title"], target["refId"]);
-                queries.push((place, substitute(expr, &values)));
-            }
-        }
-    }
-    queries
-}
-
 #[test]
 fn dashboard_variables_are_substituted_like_grafana_all() {
     let values = BTreeMap::from([
@@ -366,7 +285,7 @@ fn dashboard_variables_are_substituted_like_grafana_all() {
         substitute(r#"rate(x{job=~"$job"}[${__rate_interval}])"#, &values),
         r#"rate(x{job=~".+"}[1m])"#
     );
-    let all: Vec<(String, String)> = files_in("dashboards", "json")
+    let all: Vec<(String, String)> = dashboards::dashboard_files()
         .iter()
         .flat_map(|path| dashboard_queries(path))
         .collect();
@@ -378,7 +297,7 @@ fn dashboard_variables_are_substituted_like_grafana_all() {
 fn dashboard_queries_parse_as_promql() {
     let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ops_rules");
     fs::create_dir_all(&scratch).unwrap_or_else(|e| panic!("{}: {e}", scratch.display()));
-    for path in files_in("dashboards", "json") {
+    for path in dashboards::dashboard_files() {
         let file_name = path
             .file_name()
             .unwrap_or_default()

@@ -1,0 +1,106 @@
+//! Dashboard queries as Grafana runs them, shared by the promtool and end-to-end tests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// What Grafana puts in for its built-in interval variables, as PromQL needs a duration.
+pub const GLOBAL_VARIABLES: &[(&str, &str)] = &[
+    ("__rate_interval", "1m"),
+    ("__interval", "1m"),
+    ("__range", "1h"),
+];
+
+/// Every dashboard JSON file under `dashboards/`, sorted.
+pub fn dashboard_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|p| p.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// `text` with every `$name` and `${name}` replaced from `values`; panics on an unknown name.
+pub fn substitute(text: &str, values: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        let braced = rest.starts_with('{');
+        let body = if braced { &rest[1..] } else { rest };
+        let len = body
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(body.len());
+        let name = &body[..len];
+        let value = values
+            .get(name)
+            .unwrap_or_else(|| panic!("unknown variable ${name} in {text}"));
+        out.push_str(value);
+        rest = &body[len + usize::from(braced)..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every query of one dashboard (variable selectors and panel targets) with its variables
+/// set as Grafana sets them for "All", each with a description of where it stands.
+pub fn dashboard_queries(path: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let dashboard: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut values: BTreeMap<String, String> = GLOBAL_VARIABLES
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for v in &variables {
+        let all = v["allValue"].as_str().unwrap_or(".*");
+        values.insert(
+            v["name"].as_str().unwrap_or_default().to_string(),
+            all.to_string(),
+        );
+    }
+    let mut queries = Vec::new();
+    for v in &variables {
+        if let Some((selector, label)) = v["query"]
+            .as_str()
+            .and_then(|q| q.strip_prefix("label_values("))
+            .and_then(|q| q.rsplit_once(','))
+        {
+            let label = label.trim().trim_end_matches(')').trim();
+            let place = format!("variable {} (label {label})", v["name"]);
+            queries.push((place, substitute(selector, &values)));
+        }
+    }
+    let mut panels: Vec<&Value> = Vec::new();
+    for panel in dashboard["panels"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        panels.push(panel);
+        panels.extend(panel["panels"].as_array().map(Vec::as_slice).unwrap_or(&[]));
+    }
+    for panel in panels {
+        for target in panel["targets"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            if let Some(expr) = target["expr"].as_str() {
+                let place = format!("panel {} target {}", panel["title"], target["refId"]);
+                queries.push((place, substitute(expr, &values)));
+            }
+        }
+    }
+    queries
+}
