@@ -24,6 +24,9 @@ FROM chef AS build
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
+# The revision shown by flexcloud_exporter_build_info (the build sees no .git).
+ARG REVISION=unknown
+ENV FLEXCLOUD_REVISION=${REVISION}
 # The same command CI runs, so a green CI means this step builds.
 RUN cargo build --release --locked
 

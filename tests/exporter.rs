@@ -185,7 +185,7 @@ async fn realistic_fleet_is_counted_by_status_type_and_zone() {
             "flexcloud_exporter_build_info",
             &[
                 ("version", env!("CARGO_PKG_VERSION")),
-                ("revision", "unknown")
+                ("revision", env!("FLEXCLOUD_REVISION"))
             ]
         ),
         1.0
