@@ -75,6 +75,31 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "allow sending credentials over plain HTTP to a non-loopback host",
     ),
     (
+        "FLEXCLOUD_READ_TIMEOUT",
+        "5s",
+        "limit for one read from the API's connection (cuts stalled bodies early)",
+    ),
+    (
+        "FLEXCLOUD_CA_FILE",
+        "",
+        "PEM file of extra CA certificates to trust for the API",
+    ),
+    (
+        "FLEXCLOUD_TLS_INSECURE_SKIP_VERIFY",
+        "false",
+        "do not verify the API's TLS certificate (dangerous; logged loudly)",
+    ),
+    (
+        "FLEXCLOUD_SHARD",
+        "",
+        "N/M: collect only shard N of M of the accounts (stable hash of the account id)",
+    ),
+    (
+        "FLEXCLOUD_WEB_CONFIG_FILE",
+        "",
+        "exporter-toolkit web config (TLS, basic auth) for the endpoint",
+    ),
+    (
         "FLEXCLOUD_LISTEN_ADDRESS",
         "0.0.0.0:9819",
         "where /metrics is served",
@@ -537,7 +562,12 @@ pub fn help_text() -> String {
         "ENVIRONMENT (default in brackets):\n",
     ));
     for (name, default, meaning) in VARIABLES {
-        text.push_str(&format!("  {name:<31} {meaning} [{default}]\n"));
+        let default = if default.is_empty() {
+            String::new()
+        } else {
+            format!(" [{default}]")
+        };
+        text.push_str(&format!("  {name:<35} {meaning}{default}\n"));
     }
     text.push_str("\nExit codes: 0 ok, 1 failure at run time (or a failed probe with --once), 2 bad setting or usage.\n");
     text
