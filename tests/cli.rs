@@ -492,3 +492,61 @@ fn base64_of(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
+
+#[tokio::test]
+#[ignore = "needs promtool"]
+async fn metrics_pass_promtool_check_metrics() {
+    let scenario = Scenario::from_json(flexcloud_exporter::app::DEMO_SCENARIO)
+        .unwrap()
+        .image_with(
+            "acme1234",
+            "odd\"id",
+            "SAVING",
+            "BASE",
+            &["US-AUSTIN-1"],
+            |mut i| {
+                i.name = "q\"uote\\ new\nline <b> ünï".into();
+                i.age = Some(Duration::from_secs(90));
+                i
+            },
+        );
+    let user = scenario.users[0].clone();
+    let sim = Simulator::start_local(scenario).await.unwrap();
+    let url = sim.url();
+    let env = [
+        ("FLEXCLOUD_API_URL", url.as_str()),
+        ("FLEXCLOUD_USERNAME", user.username.as_str()),
+        ("FLEXCLOUD_PASSWORD", user.password.as_str()),
+        ("FLEXCLOUD_LISTEN_ADDRESS", "127.0.0.1:0"),
+        ("FLEXCLOUD_LOG_FORMAT", "json"),
+        ("FLEXCLOUD_ACCOUNTS", "acme1234,globex5678,ghost"),
+    ];
+    let mut exporter = Running::start(&env, &[]);
+    let base = format!("http://{}", exporter.address());
+    wait_ready(&base).await;
+    // As curl asks: no Accept header, so the classic text format.
+    let body = get(&format!("{base}/metrics")).await.text().await.unwrap();
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report.trim(), "", "promtool reports nothing");
+    sim.stop().await;
+}
