@@ -184,7 +184,7 @@ pub fn encode(
     build
         .get_or_create(&BuildLabels {
             version: env!("CARGO_PKG_VERSION"),
-            revision: option_env!("FLEXCLOUD_REVISION").unwrap_or("unknown"),
+            revision: env!("FLEXCLOUD_REVISION"),
         })
         .set(1);
     registry.register(
@@ -423,14 +423,54 @@ fn register_snapshot(
 pub struct ProcessCollector;
 
 impl prometheus_client::collector::Collector for ProcessCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        ProcessSample::read().encode(encoder)
+    }
+}
+
+/// One reading of `/proc/self`. A scrape encodes it in both formats, so `/proc` is read
+/// once per scrape, not once per format: it is most of a scrape's fixed cost.
+#[derive(Debug, Default, Clone, Copy)]
+struct ProcessSample {
+    cpu_seconds: Option<f64>,
+    resident_bytes: Option<f64>,
+    virtual_bytes: Option<f64>,
+    start_time: Option<f64>,
+    open_fds: Option<i64>,
+    max_fds: Option<i64>,
+}
+
+impl ProcessSample {
+    fn read() -> Self {
+        let mut sample = ProcessSample::default();
         let Ok(me) = procfs::process::Process::myself() else {
-            return Ok(());
+            return sample;
         };
         let ticks = procfs::ticks_per_second() as f64;
-        let page_size = procfs::page_size();
         if let Ok(stat) = me.stat() {
-            let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / ticks);
+            sample.cpu_seconds = Some((stat.utime + stat.stime) as f64 / ticks);
+            sample.resident_bytes = Some((stat.rss * procfs::page_size()) as f64);
+            sample.virtual_bytes = Some(stat.vsize as f64);
+            sample.start_time = procfs::boot_time_secs()
+                .ok()
+                .map(|boot| boot as f64 + stat.starttime as f64 / ticks);
+        }
+        sample.open_fds = me.fd_count().ok().map(|n| n as i64);
+        sample.max_fds =
+            me.limits()
+                .ok()
+                .and_then(|limits| match limits.max_open_files.soft_limit {
+                    procfs::process::LimitValue::Value(max) => Some(max as i64),
+                    procfs::process::LimitValue::Unlimited => None,
+                });
+        sample
+    }
+}
+
+impl prometheus_client::collector::Collector for ProcessSample {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if let Some(cpu) = self.cpu_seconds {
+            let cpu = ConstCounter::new(cpu);
             let e = encoder.encode_descriptor(
                 "process_cpu",
                 "Total user and system CPU time spent in seconds",
@@ -438,53 +478,51 @@ impl prometheus_client::collector::Collector for ProcessCollector {
                 cpu.metric_type(),
             )?;
             cpu.encode(e)?;
-            let rss = ConstGauge::new((stat.rss * page_size) as f64);
-            let e = encoder.encode_descriptor(
+        }
+        let gauges = [
+            (
+                self.resident_bytes,
                 "process_resident_memory",
                 "Resident memory size in bytes",
-                Some(&Unit::Bytes),
-                rss.metric_type(),
-            )?;
-            rss.encode(e)?;
-            let vsz = ConstGauge::new(stat.vsize as f64);
-            let e = encoder.encode_descriptor(
+                Unit::Bytes,
+            ),
+            (
+                self.virtual_bytes,
                 "process_virtual_memory",
                 "Virtual memory size in bytes",
-                Some(&Unit::Bytes),
-                vsz.metric_type(),
-            )?;
-            vsz.encode(e)?;
-            if let Ok(boot) = procfs::boot_time_secs() {
-                let start = ConstGauge::new(boot as f64 + stat.starttime as f64 / ticks);
-                let e = encoder.encode_descriptor(
-                    "process_start_time",
-                    "Start time of the process since unix epoch in seconds",
-                    Some(&Unit::Seconds),
-                    start.metric_type(),
-                )?;
-                start.encode(e)?;
+                Unit::Bytes,
+            ),
+            (
+                self.start_time,
+                "process_start_time",
+                "Start time of the process since unix epoch in seconds",
+                Unit::Seconds,
+            ),
+        ];
+        for (value, name, help, unit) in gauges {
+            if let Some(value) = value {
+                let gauge = ConstGauge::new(value);
+                let e = encoder.encode_descriptor(name, help, Some(&unit), gauge.metric_type())?;
+                gauge.encode(e)?;
             }
         }
-        if let Ok(fds) = me.fd_count() {
-            let open = ConstGauge::new(fds as i64);
-            let e = encoder.encode_descriptor(
+        let counts = [
+            (
+                self.open_fds,
                 "process_open_fds",
                 "Number of open file descriptors",
-                None,
-                open.metric_type(),
-            )?;
-            open.encode(e)?;
-        }
-        if let Ok(limits) = me.limits() {
-            if let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit {
-                let max = ConstGauge::new(max as i64);
-                let e = encoder.encode_descriptor(
-                    "process_max_fds",
-                    "Maximum number of open file descriptors",
-                    None,
-                    max.metric_type(),
-                )?;
-                max.encode(e)?;
+            ),
+            (
+                self.max_fds,
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+            ),
+        ];
+        for (value, name, help) in counts {
+            if let Some(value) = value {
+                let gauge = ConstGauge::new(value);
+                let e = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+                gauge.encode(e)?;
             }
         }
         Ok(())
@@ -494,10 +532,40 @@ impl prometheus_client::collector::Collector for ProcessCollector {
 /// Process metrics in the classic text format and in OpenMetrics (with `# EOF`).
 pub fn encode_process() -> (String, String) {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(ProcessCollector));
+    registry.register_collector(Box::new(ProcessSample::read()));
     let mut text = String::new();
     let mut openmetrics = String::new();
     let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
     let _ = prometheus_client::encoding::text::encode(&mut openmetrics, &registry);
     (text, openmetrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(exposition: &str) -> Vec<&str> {
+        exposition
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once(' ').map(|(name, _)| name))
+            .collect()
+    }
+
+    #[test]
+    fn process_metrics_are_the_standard_series_in_both_formats() {
+        let (text, openmetrics) = encode_process();
+        let expected = [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_start_time_seconds",
+            "process_open_fds",
+            "process_max_fds",
+        ];
+        assert_eq!(names(&text), expected);
+        assert_eq!(names(&openmetrics), expected);
+        assert!(openmetrics.ends_with("# EOF\n"));
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
+    }
 }

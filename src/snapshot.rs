@@ -1,5 +1,6 @@
 //! Our typed view of one collection cycle, built from API answers by pure functions.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -26,24 +27,31 @@ pub fn bounded(value: &str) -> String {
 /// A status as a label value: documented ones as they are, others upper-cased and
 /// reduced to `[A-Z0-9_]` (at most 32 characters), missing ones `UNKNOWN`.
 pub fn normalise_status(status: Option<&str>) -> String {
+    status_label(status).into_owned()
+}
+
+/// [`normalise_status`] without allocating for the documented statuses and `UNKNOWN`,
+/// which is nearly every image: this runs once per image of every cycle.
+fn status_label(status: Option<&str>) -> Cow<'static, str> {
     let Some(status) = status.map(str::trim).filter(|s| !s.is_empty()) else {
-        return "UNKNOWN".into();
+        return Cow::Borrowed("UNKNOWN");
     };
-    if KNOWN_STATUSES.contains(&status) {
-        return status.into();
+    if let Some(known) = KNOWN_STATUSES.iter().find(|k| **k == status) {
+        return Cow::Borrowed(known);
     }
-    let clean: String = status
-        .chars()
-        .take(32)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    clean
+    Cow::Owned(
+        status
+            .chars()
+            .take(32)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+    )
 }
 
 /// One image in SAVING, kept so an alert can name it.
@@ -68,17 +76,19 @@ pub struct Inventory {
 impl Inventory {
     /// Counts one image found with the `type` filter `image_type`.
     pub fn record(&mut self, image_type: ImageType, image: &ImageEntry<'_>) {
-        let mut status = normalise_status(image.status.as_deref());
-        let unknown_seen = self
-            .counts
-            .keys()
-            .filter(|(_, s)| !KNOWN_STATUSES.contains(&s.as_str()))
-            .count();
-        if !KNOWN_STATUSES.contains(&status.as_str())
+        let mut status = status_label(image.status.as_deref());
+        // Only a status not counted yet can hit the cap, so the common case skips the scan.
+        if !KNOWN_STATUSES.contains(&status.as_ref())
             && !self.counts.keys().any(|(_, s)| *s == status)
-            && unknown_seen >= MAX_UNKNOWN_STATUSES
         {
-            status = "OTHER".into();
+            let unknown_seen = self
+                .counts
+                .keys()
+                .filter(|(_, s)| !KNOWN_STATUSES.contains(&s.as_str()))
+                .count();
+            if unknown_seen >= MAX_UNKNOWN_STATUSES {
+                status = Cow::Borrowed("OTHER");
+            }
         }
         if status == "SAVING" {
             let created = image
@@ -95,7 +105,18 @@ impl Inventory {
                 created,
             });
         }
-        *self.counts.entry((image_type, status)).or_default() += 1;
+        // A handful of keys at most (two types, a bounded set of statuses): a scan finds
+        // the counter without building an owned key; only a new key allocates.
+        match self
+            .counts
+            .iter_mut()
+            .find(|((t, s), _)| *t == image_type && *s == status)
+        {
+            Some((_, n)) => *n += 1,
+            None => {
+                self.counts.insert((image_type, status.into_owned()), 1);
+            }
+        }
     }
 
     /// Adds another part (e.g. the other image type) to this one.
@@ -283,7 +304,6 @@ pub fn carry_over(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::borrow::Cow;
 
     fn image<'a>(id: &'a str, status: Option<&'a str>, created: Option<&'a str>) -> ImageEntry<'a> {
         ImageEntry {
@@ -340,6 +360,61 @@ mod tests {
         assert_eq!(inv.saving[0].created, None);
         assert_eq!(inv.oldest_saving(ImageType::Base), None);
         assert_eq!(inv.total(), 1);
+    }
+
+    /// The counting rule written the plain way (an owned key per image, the cap checked on
+    /// every image), which the allocation-free `record` must match.
+    fn reference_counts(
+        images: &[(ImageType, Option<String>)],
+    ) -> BTreeMap<(ImageType, String), u64> {
+        let mut counts: BTreeMap<(ImageType, String), u64> = BTreeMap::new();
+        for (image_type, status) in images {
+            let mut status = normalise_status(status.as_deref());
+            let unknown_seen = counts
+                .keys()
+                .filter(|(_, s)| !KNOWN_STATUSES.contains(&s.as_str()))
+                .count();
+            if !KNOWN_STATUSES.contains(&status.as_str())
+                && !counts.keys().any(|(_, s)| *s == status)
+                && unknown_seen >= MAX_UNKNOWN_STATUSES
+            {
+                status = "OTHER".into();
+            }
+            *counts.entry((*image_type, status)).or_default() += 1;
+        }
+        counts
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn record_counts_like_the_plain_rule(
+            images in proptest::collection::vec(
+                (
+                    proptest::bool::ANY,
+                    proptest::option::of(proptest::sample::select(vec![
+                        "ACTIVE", "SAVING", "DELETED", " ACTIVE ", "", "active", "queued",
+                        "W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "OTHER", "UNKNOWN",
+                    ])),
+                ),
+                0..60,
+            )
+        ) {
+            let images: Vec<(ImageType, Option<String>)> = images
+                .into_iter()
+                .map(|(base, s)| {
+                    let t = if base { ImageType::Base } else { ImageType::Server };
+                    (t, s.map(String::from))
+                })
+                .collect();
+            let mut inv = Inventory::default();
+            for (t, status) in &images {
+                inv.record(*t, &ImageEntry {
+                    status: status.as_deref().map(Cow::Borrowed),
+                    ..Default::default()
+                });
+            }
+            proptest::prop_assert_eq!(inv.counts, reference_counts(&images));
+        }
     }
 
     #[test]

@@ -1,0 +1,168 @@
+//! Encoding a large snapshot once per cycle, and the per-scrape cost of `/metrics`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::borrow::Cow;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::http::Request;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use flexcloud_exporter::api::model::ImageEntry;
+use flexcloud_exporter::api::{Endpoint, ImageType};
+use flexcloud_exporter::collector::Published;
+use flexcloud_exporter::landing::PageInfo;
+use flexcloud_exporter::metrics::{self, ApiMetrics, EncodeLimits};
+use flexcloud_exporter::server::{self, AppState};
+use flexcloud_exporter::snapshot::{Inventory, Outcome, Snapshot, ZoneState};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+const LIMITS: EncodeLimits = EncodeLimits {
+    saving_series: 1000,
+};
+
+fn ok(duration: Duration) -> Outcome {
+    Outcome {
+        success: true,
+        http_status: 200,
+        error_kind: None,
+        detail: None,
+        duration,
+    }
+}
+
+/// A finished cycle over `accounts` x `zones` with six images per zone (one SAVING in
+/// every tenth zone), and the request counters such a cycle leaves behind.
+fn fleet(accounts: usize, zones: usize) -> (Snapshot, ApiMetrics) {
+    let now = SystemTime::now();
+    let api = ApiMetrics::default();
+    let latency = Duration::from_millis(50);
+    let mut snapshot = Snapshot {
+        cycle: 7,
+        completed_at: Some(now),
+        duration: Duration::from_secs(4),
+        up: true,
+        accounts_discovery: Some(ok(latency)),
+        ..Default::default()
+    };
+    for _ in 0..6 {
+        api.observe_request("", Endpoint::Accounts, "200", latency);
+    }
+    for a in 0..accounts {
+        let account = format!("acct{a:05}");
+        snapshot
+            .zones_discovery
+            .insert(account.clone(), ok(latency));
+        api.observe_request(&account, Endpoint::Zones, "200", latency);
+        for z in 0..zones {
+            let zone = format!("US-ZONE-{z:02}");
+            let mut inventory = Inventory::default();
+            for i in 0..6 {
+                let id = format!("{}", 100_000 + (a * zones + z) * 6 + i);
+                let status = match i {
+                    0 if (a * zones + z) % 10 == 0 => "SAVING",
+                    1 => "DELETED",
+                    _ => "ACTIVE",
+                };
+                let image_type = if i % 3 == 0 {
+                    ImageType::Base
+                } else {
+                    ImageType::Server
+                };
+                inventory.record(
+                    image_type,
+                    &ImageEntry {
+                        id: Some(Cow::Borrowed(&id)),
+                        name: Some(Cow::Owned(format!("web-{id}"))),
+                        status: Some(Cow::Borrowed(status)),
+                        created: Some(Cow::Borrowed("2026-10-01T12:00:00")),
+                    },
+                );
+            }
+            for _ in 0..2 {
+                api.observe_request(&account, Endpoint::ImagesDetail, "200", latency);
+            }
+            snapshot.zones.insert(
+                (account.clone(), zone),
+                ZoneState {
+                    probe: Some(ok(latency * 2)),
+                    inventory: Some(Arc::new(inventory)),
+                    last_success: Some(now),
+                },
+            );
+        }
+    }
+    (snapshot, api)
+}
+
+fn encode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("encode_cycle");
+    group.sample_size(20);
+    for (accounts, zones) in [(5, 3), (500, 4)] {
+        let (snapshot, api) = fleet(accounts, zones);
+        let size = metrics::encode(Some(&snapshot), &api, LIMITS, SystemTime::now())
+            .text
+            .len();
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(
+            BenchmarkId::from_parameter(format!("{accounts}x{zones}")),
+            |b| {
+                b.iter(|| {
+                    metrics::encode(Some(black_box(&snapshot)), &api, LIMITS, SystemTime::now())
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+/// GET /metrics through the real router, the body read frame by frame (not copied).
+async fn scrape(router: &axum::Router) -> usize {
+    let request = Request::get("/metrics").body(Body::empty()).unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let mut body = response.into_body();
+    let mut len = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            len += data.len();
+        }
+    }
+    len
+}
+
+fn serve(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("scrape");
+    group.bench_function("process_metrics_only", |b| b.iter(metrics::encode_process));
+    for (accounts, zones) in [(5, 3), (500, 4)] {
+        let (snapshot, api) = fleet(accounts, zones);
+        let exposition = metrics::encode(Some(&snapshot), &api, LIMITS, SystemTime::now());
+        let (_tx, published) = tokio::sync::watch::channel(Arc::new(Published {
+            snapshot: Some(Arc::new(snapshot)),
+            exposition,
+        }));
+        let router = server::router(AppState {
+            published,
+            info: Arc::new(PageInfo {
+                version: "bench",
+                api_url: "https://api.example.com/".into(),
+                interval: Duration::from_secs(60),
+            }),
+        });
+        let size = runtime.block_on(scrape(&router));
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(
+            BenchmarkId::new("metrics", format!("{accounts}x{zones}")),
+            |b| b.iter(|| runtime.block_on(scrape(&router))),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, encode, serve);
+criterion_main!(benches);

@@ -1,0 +1,851 @@
+//! Load tool: the simulator with a generated fleet, the exporter binary against it; prints cycle, CPU, memory and scrape figures.
+//!
+//! ```text
+//! cargo run --release --example load -- --accounts 500 --zones 4 --latency 50ms \
+//!     --concurrency 64 --cycles 5 --scrapers 64 --seconds 10 [--soak 200] [--no-demo]
+//! ```
+//!
+//! The simulator runs in this process; the exporter runs as a child process (the release
+//! binary, built first if needed) so its CPU time and memory are its own, read from
+//! `/proc/PID`. Everything listens on 127.0.0.1 only, every phase is bounded in time, and
+//! every child and server the tool started is stopped before it exits (or panics).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use flexcloud_exporter::simulator::scenario::Latency;
+use flexcloud_exporter::simulator::{FleetSpec, Scenario, Simulator};
+use tokio::sync::watch;
+
+const USER: &str = "load";
+const PASSWORD: &str = "load-password";
+
+#[derive(Debug, Clone)]
+struct Args {
+    accounts: usize,
+    zones: usize,
+    images: usize,
+    latency: Duration,
+    concurrency: usize,
+    cycles: u64,
+    scrapers: usize,
+    seconds: Duration,
+    soak: u64,
+    demo: bool,
+    exporter: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut args = Args {
+        accounts: 500,
+        zones: 4,
+        images: 6,
+        latency: Duration::from_millis(50),
+        concurrency: 64,
+        cycles: 5,
+        scrapers: 64,
+        seconds: Duration::from_secs(10),
+        soak: 0,
+        demo: true,
+        exporter: None,
+    };
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("accounts") => args.accounts = parser.value()?.parse()?,
+            Long("zones") => args.zones = parser.value()?.parse()?,
+            Long("images") => args.images = parser.value()?.parse()?,
+            Long("latency") => {
+                args.latency = humantime::parse_duration(&parser.value()?.string()?)
+                    .map_err(|e| e.to_string())?
+            }
+            Long("concurrency") => args.concurrency = parser.value()?.parse()?,
+            Long("cycles") => args.cycles = parser.value()?.parse::<u64>()?.max(1),
+            Long("scrapers") => args.scrapers = parser.value()?.parse::<usize>()?.max(1),
+            Long("seconds") => args.seconds = Duration::from_secs(parser.value()?.parse()?),
+            Long("soak") => args.soak = parser.value()?.parse()?,
+            Long("no-demo") => args.demo = false,
+            Long("exporter") => args.exporter = Some(parser.value()?.into()),
+            Long("help") => {
+                println!(
+                    "load [--accounts N] [--zones N] [--images N] [--latency 50ms] [--concurrency N] \
+                     [--cycles N] [--scrapers N] [--seconds N] [--soak CYCLES] [--no-demo] [--exporter PATH]"
+                );
+                std::process::exit(0);
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(args)
+}
+
+/// The exporter binary next to this example (`target/<profile>/`), rebuilt by cargo
+/// first so the figures are for the current source.
+fn exporter_binary(args: &Args) -> PathBuf {
+    if let Some(path) = &args.exporter {
+        return path.clone();
+    }
+    let exe = std::env::current_exe().expect("own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("example runs from target/<profile>/examples");
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    if !release {
+        eprintln!("warning: not a release build; the figures mean little (use --release)");
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+        "build",
+        "--quiet",
+        "--bin",
+        "flexcloud-exporter",
+    ]);
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(status.success(), "building the exporter failed");
+    profile_dir.join("flexcloud-exporter")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// An exporter child process; killed when dropped, so a panic cannot leave it behind.
+struct Exporter {
+    child: Child,
+    base: String,
+    spawned: Instant,
+}
+
+impl Exporter {
+    fn spawn(binary: &Path, args: &[&str], env: &[(&str, String)]) -> Self {
+        let port = free_port();
+        let mut command = Command::new(binary);
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("FLEXCLOUD_LISTEN_ADDRESS", format!("127.0.0.1:{port}"))
+            .env("FLEXCLOUD_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let spawned = Instant::now();
+        let child = command.spawn().expect("exporter starts");
+        Exporter {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            spawned,
+        }
+    }
+
+    fn process(&self) -> procfs::process::Process {
+        procfs::process::Process::new(self.child.id() as i32).expect("exporter is running")
+    }
+
+    /// User plus system CPU time so far.
+    fn cpu(&self) -> Duration {
+        let stat = self.process().stat().expect("/proc/PID/stat");
+        Duration::from_secs_f64(
+            (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64,
+        )
+    }
+
+    /// Resident and peak resident memory, in bytes.
+    fn memory(&self) -> (u64, u64) {
+        let status = self.process().status().expect("/proc/PID/status");
+        (
+            status.vmrss.unwrap_or(0) * 1024,
+            status.vmhwm.unwrap_or(0) * 1024,
+        )
+    }
+
+    /// Time from spawn until `/-/healthy` answered 200, polled every millisecond.
+    async fn wait_healthy(&self, client: &reqwest::Client) -> Duration {
+        let url = format!("{}/-/healthy", self.base);
+        let deadline = self.spawned + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status() == 200 {
+                    return self.spawned.elapsed();
+                }
+            }
+            assert!(Instant::now() < deadline, "exporter not healthy within 10s");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    async fn wait_ready(&self, client: &reqwest::Client, limit: Duration) {
+        let url = format!("{}/-/ready", self.base);
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no cycle finished within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn metrics(&self, client: &reqwest::Client) -> (Exposition, Bytes) {
+        let body = client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("scrape")
+            .bytes()
+            .await
+            .expect("scrape body");
+        (Exposition::parse(&body), body)
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The few samples the tool reads from an exposition.
+#[derive(Debug, Default, Clone, Copy)]
+struct Exposition {
+    cycles: u64,
+    duration: f64,
+    requests: f64,
+    account_requests: f64,
+    /// Sum and count of the exporter's request-duration histogram (time on the wire,
+    /// after a concurrency slot was free).
+    latency_sum: f64,
+    latency_count: f64,
+    up: f64,
+}
+
+impl Exposition {
+    fn parse(body: &[u8]) -> Self {
+        let text = std::str::from_utf8(body).expect("utf-8 exposition");
+        let mut e = Exposition::default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let value: f64 = value.parse().unwrap_or(0.0);
+            if series == "flexcloud_collection_cycles_total" {
+                e.cycles = value as u64;
+            } else if series == "flexcloud_collection_duration_seconds" {
+                e.duration = value;
+            } else if series == "flexcloud_up" {
+                e.up = value;
+            } else if series.starts_with("flexcloud_api_request_duration_seconds_sum{") {
+                e.latency_sum += value;
+            } else if series.starts_with("flexcloud_api_request_duration_seconds_count{") {
+                e.latency_count += value;
+            } else if series.starts_with("flexcloud_api_requests_total{") {
+                e.requests += value;
+                if series.contains("endpoint=\"accounts\"") {
+                    e.account_requests += value;
+                }
+            }
+        }
+        e
+    }
+}
+
+/// One observed end of a cycle.
+#[derive(Debug, Clone, Copy)]
+struct CycleEnd {
+    exposition: Exposition,
+    /// The exporter's CPU time, and this process's (the simulator's and the polling's).
+    cpu: Duration,
+    tool_cpu: Duration,
+    rss: u64,
+    /// `/metrics` reads made so far, each of which cost the exporter some CPU too.
+    polls: u32,
+}
+
+fn own_cpu() -> Duration {
+    let stat = procfs::process::Process::myself()
+        .and_then(|me| me.stat())
+        .expect("/proc/self/stat");
+    Duration::from_secs_f64((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+}
+
+/// Polls `/metrics` every `poll` until `until` cycles have finished (or `limit` passes);
+/// returns each cycle end it saw.
+async fn watch_cycles(
+    exporter: &Exporter,
+    client: &reqwest::Client,
+    poll: Duration,
+    until: u64,
+    limit: Duration,
+) -> Vec<CycleEnd> {
+    let deadline = Instant::now() + limit;
+    let mut seen: Vec<CycleEnd> = Vec::new();
+    let mut polls = 0;
+    while Instant::now() < deadline {
+        let (exposition, _) = exporter.metrics(client).await;
+        polls += 1;
+        if exposition.cycles > seen.last().map_or(0, |c| c.exposition.cycles) {
+            seen.push(CycleEnd {
+                exposition,
+                cpu: exporter.cpu(),
+                tool_cpu: own_cpu(),
+                rss: exporter.memory().0,
+                polls,
+            });
+            if exposition.cycles >= until {
+                break;
+            }
+        }
+        tokio::time::sleep(poll).await;
+    }
+    seen
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ScrapeStats {
+    requests: usize,
+    bytes: u64,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl ScrapeStats {
+    fn per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{:>8.1} req/s {:>8.1} MB/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} requests)",
+            self.per_second(),
+            self.bytes as f64 / self.elapsed.as_secs_f64() / 1e6,
+            ms(self.p50),
+            ms(self.p99),
+            self.requests,
+        )
+    }
+}
+
+/// `scrapers` clients GET `url` back to back for `duration` (after a one-second warm-up
+/// that opens the connections), reading each body as it streams in.
+async fn scrape_load(url: &str, scrapers: usize, duration: Duration) -> ScrapeStats {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(scrapers)
+        .build()
+        .unwrap();
+    let _ = run_scrapers(&client, url, scrapers, Duration::from_secs(1)).await;
+    run_scrapers(&client, url, scrapers, duration).await
+}
+
+async fn run_scrapers(
+    client: &reqwest::Client,
+    url: &str,
+    scrapers: usize,
+    duration: Duration,
+) -> ScrapeStats {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..scrapers {
+        let client = client.clone();
+        let url = url.to_string();
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut bytes = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let mut response = client.get(&url).send().await.expect("scrape");
+                assert_eq!(response.status(), 200);
+                while let Some(chunk) = response.chunk().await.expect("scrape body") {
+                    bytes += chunk.len() as u64;
+                }
+                latencies.push(t.elapsed());
+            }
+            (latencies, bytes)
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut bytes = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (l, b) = joined.expect("scraper task");
+        latencies.extend(l);
+        bytes += b;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    ScrapeStats {
+        requests: latencies.len(),
+        bytes,
+        elapsed,
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+    }
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
+
+/// A server that answers `/metrics` with the same bytes every time: the upper bound for
+/// serving a pre-encoded body.
+async fn static_baseline(body: Bytes) -> (String, watch::Sender<bool>) {
+    use axum::http::header::CONTENT_TYPE;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+    (url, stop)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// What every phase found, printed at the end, ratios first.
+#[derive(Debug, Default)]
+struct Report {
+    lines: Vec<(String, String)>,
+    ratios: Vec<(String, String)>,
+}
+
+impl Report {
+    fn ratio(&mut self, name: &str, value: f64, target: &str) {
+        self.ratios
+            .push((name.into(), format!("{value:>7.3}   {target}")));
+    }
+
+    fn line(&mut self, name: &str, value: String) {
+        eprintln!("  {name}: {value}");
+        self.lines.push((name.into(), value));
+    }
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("load: {e} (see --help)");
+            std::process::exit(2);
+        }
+    };
+    let binary = exporter_binary(&args);
+    let scenario = Scenario {
+        latency: Latency {
+            fixed: args.latency,
+            jitter: Duration::ZERO,
+        },
+        generate: Some(FleetSpec {
+            seed: 20_261_129,
+            accounts: args.accounts,
+            zones_per_account: args.zones,
+            images_per_zone: args.images,
+            saving_share: 0.02,
+            user: USER.into(),
+            password: PASSWORD.into(),
+        }),
+        ..Default::default()
+    };
+    // The simulator gets a runtime of its own, so the tool's work (reading and parsing
+    // expositions, the scrapers) never holds up its timers and answers.
+    let api_runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("simulator")
+        .enable_all()
+        .build()
+        .unwrap();
+    let sim = api_runtime
+        .block_on(Simulator::start_local(scenario))
+        .expect("simulator");
+    let tool_runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("load")
+        .enable_all()
+        .build()
+        .unwrap();
+    tool_runtime.block_on(measure(&args, &binary, &sim));
+    api_runtime.block_on(sim.stop());
+}
+
+async fn measure(args: &Args, binary: &Path, sim: &Simulator) {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut report = Report::default();
+    let env = |interval: &str| {
+        vec![
+            ("FLEXCLOUD_API_URL", sim.url()),
+            ("FLEXCLOUD_USERNAME", USER.to_string()),
+            ("FLEXCLOUD_PASSWORD", PASSWORD.to_string()),
+            ("FLEXCLOUD_CONCURRENCY", args.concurrency.to_string()),
+            ("FLEXCLOUD_INTERVAL", interval.to_string()),
+        ]
+    };
+    let header = format!(
+        "{} accounts x {} zones x {} images, API latency {:?}, concurrency {}, {} scrapers for {:?}, {} cores",
+        args.accounts,
+        args.zones,
+        args.images,
+        args.latency,
+        args.concurrency,
+        args.scrapers,
+        args.seconds,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let header = format!(
+        "{header}; load average before the run {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    eprintln!("load: {header}");
+    let cycle_limit = Duration::from_secs(600);
+
+    // Phase 1: an exporter that runs one cycle and then idles (interval 1h).
+    eprintln!("phase 1: start, first cycle, idle scrapes, static baseline");
+    let idle = Exporter::spawn(binary, &[], &env("1h"));
+    let healthy = idle.wait_healthy(&client).await;
+    report.line("start to /-/healthy", format!("{:.1} ms", ms(healthy)));
+    idle.wait_ready(&client, cycle_limit).await;
+    let (first, body) = idle.metrics(&client).await;
+    assert_eq!(first.up, 1.0, "the first cycle reached the API");
+    report.line(
+        "first (cold) cycle",
+        format!(
+            "{:.3} s, {} requests, /metrics body {:.2} MB",
+            first.duration,
+            first.requests,
+            mb(body.len() as u64)
+        ),
+    );
+    let (rss_after_first, _) = idle.memory();
+    // What one read of /metrics costs the exporter, to take the polling out of the CPU
+    // time per cycle below.
+    let polls_for_cost = 40;
+    let before = idle.cpu();
+    for _ in 0..polls_for_cost {
+        let _ = idle.metrics(&client).await;
+    }
+    let poll_cost = (idle.cpu() - before) / polls_for_cost;
+    report.line(
+        "exporter CPU per /metrics read",
+        format!("{:.2} ms", ms(poll_cost)),
+    );
+    let idle_stats = scrape_load(
+        &format!("{}/metrics", idle.base),
+        args.scrapers,
+        args.seconds,
+    )
+    .await;
+    report.line("scrapes, exporter idle", idle_stats.line());
+    let (rss_after_scrapes, peak_idle) = idle.memory();
+    report.line(
+        "RSS, exporter idle",
+        format!(
+            "{:.1} MB after the first cycle, {:.1} MB after the scrapes, peak {:.1} MB",
+            mb(rss_after_first),
+            mb(rss_after_scrapes),
+            mb(peak_idle)
+        ),
+    );
+    drop(idle);
+    let (baseline_url, stop_baseline) = static_baseline(body.clone()).await;
+    let baseline = scrape_load(&baseline_url, args.scrapers, args.seconds).await;
+    let _ = stop_baseline.send(true);
+    report.line("scrapes, static buffer baseline", baseline.line());
+
+    // Phase 2: cycles back to back (interval shorter than a cycle), then scrapes while
+    // they keep running against the slow API.
+    eprintln!(
+        "phase 2: {} cycles back to back, then scrapes during cycles",
+        args.cycles
+    );
+    let busy = Exporter::spawn(binary, &[], &env("100ms"));
+    busy.wait_healthy(&client).await;
+    // Often enough to see every cycle end, rarely enough to cost the exporter little.
+    let poll = Duration::from_secs_f64(first.duration / 5.0)
+        .clamp(Duration::from_millis(20), Duration::from_millis(500));
+    let ends = watch_cycles(&busy, &client, poll, args.cycles + 1, cycle_limit).await;
+    let (rss_steady, peak_cycles) = busy.memory();
+    let mut durations = Vec::new();
+    let mut per_cycle_requests = Vec::new();
+    let mut account_requests = Vec::new();
+    let mut wire_latency = Vec::new();
+    for pair in ends.windows(2) {
+        let (a, b) = (pair[0].exposition, pair[1].exposition);
+        if b.cycles == a.cycles + 1 {
+            durations.push(b.duration);
+            per_cycle_requests.push(b.requests - a.requests);
+            account_requests.push(b.account_requests - a.account_requests);
+            wire_latency.push(
+                (b.latency_sum - a.latency_sum) / (b.latency_count - a.latency_count).max(1.0),
+            );
+        }
+    }
+    assert!(
+        !durations.is_empty(),
+        "no two consecutive cycle ends seen; cycles are too short to measure"
+    );
+    let wire = median(&mut wire_latency);
+    let measured = median(&mut durations.clone());
+    let requests = median(&mut per_cycle_requests);
+    let discovery = median(&mut account_requests);
+    let latency = args.latency.as_secs_f64();
+    let ideal = requests / args.concurrency as f64 * latency;
+    // Account pages come one after the other (each names the next), so they are a
+    // sequential path no concurrency removes.
+    let floor = discovery * latency + (requests - discovery) / args.concurrency as f64 * latency;
+    // The same at the latency the exporter saw per request (the simulator's sleep plus
+    // timer granularity, handling and loopback), not the nominal one.
+    let ideal_wire = requests / args.concurrency as f64 * wire;
+    let (first_end, last_end) = (ends.first().unwrap(), ends.last().unwrap());
+    let counted = last_end.exposition.cycles - first_end.exposition.cycles;
+    let counted = counted.max(1) as f64;
+    let raw_cpu = (last_end.cpu - first_end.cpu).as_secs_f64() / counted;
+    let polling = (last_end.polls - first_end.polls) as f64 * poll_cost.as_secs_f64() / counted;
+    let cpu_per_cycle = raw_cpu - polling;
+    let tool_cpu = (last_end.tool_cpu - first_end.tool_cpu).as_secs_f64() / counted;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    report.line(
+        "warm cycles measured",
+        format!(
+            "{} (durations {:?} s)",
+            durations.len(),
+            durations
+                .iter()
+                .map(|d| (d * 1000.0).round() / 1000.0)
+                .collect::<Vec<_>>()
+        ),
+    );
+    report.line(
+        "requests per cycle",
+        format!("{requests} ({discovery} of them account-list pages and redirects)"),
+    );
+    report.line(
+        "cycle time",
+        format!(
+            "measured {measured:.3} s (median), ideal {ideal:.3} s = {requests} / {} x {:?}, floor with sequential account pages {floor:.3} s",
+            args.concurrency, args.latency
+        ),
+    );
+    report.line(
+        "API latency seen by the exporter",
+        format!(
+            "{:.2} ms per request (nominal {:?}); ideal at that latency {ideal_wire:.3} s",
+            wire * 1000.0,
+            args.latency
+        ),
+    );
+    report.line(
+        "exporter CPU per cycle",
+        format!(
+            "{:.1} ms ({:.1} us per request; {:.1} ms measured less {:.1} ms for the tool's /metrics polls)",
+            cpu_per_cycle * 1000.0,
+            cpu_per_cycle * 1e6 / requests.max(1.0),
+            raw_cpu * 1000.0,
+            polling * 1000.0,
+        ),
+    );
+    report.line(
+        "simulator + tool CPU per cycle",
+        format!(
+            "{:.1} ms; both processes kept {:.0}% of {cores} cores busy",
+            tool_cpu * 1000.0,
+            100.0 * (raw_cpu + tool_cpu) / (cores * measured)
+        ),
+    );
+    let rss_series: Vec<f64> = ends
+        .iter()
+        .map(|e| (mb(e.rss) * 10.0).round() / 10.0)
+        .collect();
+    report.line(
+        "RSS, cycles running",
+        format!(
+            "steady {:.1} MB, peak (VmHWM) {:.1} MB; at each cycle end {:?} MB",
+            mb(rss_steady),
+            mb(peak_cycles),
+            rss_series
+        ),
+    );
+    let cycles_before = busy.metrics(&client).await.0.cycles;
+    let busy_stats = scrape_load(
+        &format!("{}/metrics", busy.base),
+        args.scrapers,
+        args.seconds,
+    )
+    .await;
+    let (during, _) = busy.metrics(&client).await;
+    report.line("scrapes, cycles running", busy_stats.line());
+    report.line(
+        "cycles during those scrapes",
+        format!(
+            "{} (latest took {:.3} s)",
+            during.cycles - cycles_before,
+            during.duration
+        ),
+    );
+    let (_, peak_busy) = busy.memory();
+    drop(busy);
+
+    report.ratio("cycle time / ideal", measured / ideal, "target <= 1.10");
+    report.ratio(
+        "cycle time / ideal at the latency the exporter saw",
+        measured / ideal_wire,
+        "",
+    );
+    report.ratio(
+        "cycle time / floor with sequential account pages",
+        measured / floor,
+        "",
+    );
+    report.ratio(
+        "scrape throughput / static buffer (idle)",
+        idle_stats.per_second() / baseline.per_second(),
+        "target >= 0.80",
+    );
+    report.ratio(
+        "scrape throughput / static buffer (cycles running)",
+        busy_stats.per_second() / baseline.per_second(),
+        "",
+    );
+    report.ratio(
+        "scrape p99, cycles running / idle",
+        busy_stats.p99.as_secs_f64() / idle_stats.p99.as_secs_f64(),
+        "target ~1.0",
+    );
+    report.ratio(
+        "peak RSS / 64 MB (large-fleet target)",
+        mb(peak_cycles.max(peak_busy).max(peak_idle)) / 64.0,
+        "target <= 1.0",
+    );
+    report.ratio(
+        "start to /-/healthy / 50 ms",
+        ms(healthy) / 50.0,
+        "target < 1.0",
+    );
+
+    // Phase 3: demo mode's footprint.
+    if args.demo {
+        eprintln!("phase 3: demo mode");
+        let demo = Exporter::spawn(binary, &["--demo"], &[]);
+        let healthy = demo.wait_healthy(&client).await;
+        demo.wait_ready(&client, Duration::from_secs(60)).await;
+        for _ in 0..200 {
+            let _ = demo.metrics(&client).await;
+        }
+        let (rss, peak) = demo.memory();
+        report.line(
+            "demo mode",
+            format!(
+                "start to /-/healthy {:.1} ms; RSS after a cycle and 200 scrapes {:.1} MB, peak {:.1} MB",
+                ms(healthy),
+                mb(rss),
+                mb(peak)
+            ),
+        );
+        report.ratio("peak RSS demo / 20 MB", mb(peak) / 20.0, "target <= 1.0");
+    }
+
+    // Phase 4: memory over many cycles, with no latency so they come fast.
+    if args.soak > 0 {
+        eprintln!("phase 4: soak, {} cycles at no latency", args.soak);
+        sim.update(|s| s.latency = Latency::default());
+        let soak = Exporter::spawn(binary, &[], &env("100ms"));
+        soak.wait_healthy(&client).await;
+        let limit = Duration::from_secs(30 * args.soak.max(1));
+        let started = Instant::now();
+        let ends = watch_cycles(&soak, &client, Duration::from_millis(500), args.soak, limit).await;
+        let elapsed = started.elapsed();
+        let (_, peak) = soak.memory();
+        drop(soak);
+        let window = |from: u64, to: u64| {
+            ends.iter()
+                .filter(|e| (from..to).contains(&e.exposition.cycles))
+                .map(|e| e.rss)
+                .max()
+                .unwrap_or(0)
+        };
+        let last = ends.last().map_or(0, |e| e.exposition.cycles);
+        let early = window(10, 30);
+        let late = window(last.saturating_sub(20), last + 1);
+        let growth = late as f64 / early.max(1) as f64 - 1.0;
+        let rss: Vec<f64> = ends
+            .iter()
+            .step_by((ends.len() / 10).max(1))
+            .map(|e| (mb(e.rss) * 10.0).round() / 10.0)
+            .collect();
+        report.line(
+            "soak",
+            format!(
+                "{last} cycles in {:.0} s; max RSS cycles 10-29 {:.2} MB, last 20 cycles {:.2} MB, peak {:.1} MB; samples {rss:?} MB",
+                elapsed.as_secs_f64(),
+                mb(early),
+                mb(late),
+                mb(peak)
+            ),
+        );
+        report.ratio(
+            "RSS growth over the soak (last 20 cycles / cycles 10-29 - 1)",
+            growth,
+            "target < 0.02",
+        );
+    }
+    println!("flexcloud-exporter load: {header}");
+    println!("\nratios");
+    for (name, value) in &report.ratios {
+        println!("  {name:<62} {value}");
+    }
+    println!("\nfigures");
+    for (name, value) in &report.lines {
+        println!("  {name:<34} {value}");
+    }
+}
