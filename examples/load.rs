@@ -5,10 +5,13 @@
 //!     --concurrency 64 --cycles 5 --scrapers 64 --seconds 10 [--soak 200] [--no-demo]
 //! ```
 //!
-//! The simulator runs in this process; the exporter runs as a child process (the release
-//! binary, built first if needed) so its CPU time and memory are its own, read from
-//! `/proc/PID`. Everything listens on 127.0.0.1 only, every phase is bounded in time, and
-//! every child and server the tool started is stopped before it exits (or panics).
+//! The simulator runs in this process, on a runtime of its own. The exporter (the binary of
+//! the same profile, rebuilt first) and the static-buffer baseline (this tool again, with
+//! `--static-server FILE`) run as child processes, so the exporter's CPU time and memory
+//! are its own, read from `/proc/PID`, and neither server shares a runtime with the
+//! scrapers. Everything listens on 127.0.0.1 only, every phase is bounded in time, and
+//! every child the tool started is killed before it exits (or when it panics). BENCHMARKS.md
+//! describes the phases and the figures.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -18,7 +21,6 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use flexcloud_exporter::simulator::scenario::Latency;
 use flexcloud_exporter::simulator::{FleetSpec, Scenario, Simulator};
-use tokio::sync::watch;
 
 const USER: &str = "load";
 const PASSWORD: &str = "load-password";
@@ -36,6 +38,8 @@ struct Args {
     soak: u64,
     demo: bool,
     exporter: Option<PathBuf>,
+    /// Internal: serve this file as the static baseline (see [`serve_static`]).
+    static_server: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, lexopt::Error> {
@@ -52,6 +56,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         soak: 0,
         demo: true,
         exporter: None,
+        static_server: None,
     };
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
@@ -70,6 +75,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("soak") => args.soak = parser.value()?.parse()?,
             Long("no-demo") => args.demo = false,
             Long("exporter") => args.exporter = Some(parser.value()?.into()),
+            Long("static-server") => args.static_server = Some(parser.value()?.into()),
             Long("help") => {
                 println!(
                     "load [--accounts N] [--zones N] [--images N] [--latency 50ms] [--concurrency N] \
@@ -121,14 +127,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// An exporter child process; killed when dropped, so a panic cannot leave it behind.
-struct Exporter {
+/// A child process serving HTTP on a loopback port (the exporter, or the static baseline);
+/// killed when dropped, so a panic cannot leave it behind.
+struct ChildServer {
     child: Child,
     base: String,
     spawned: Instant,
 }
 
-impl Exporter {
+impl ChildServer {
     fn spawn(binary: &Path, args: &[&str], env: &[(&str, String)]) -> Self {
         let port = free_port();
         let mut command = Command::new(binary);
@@ -146,7 +153,7 @@ impl Exporter {
         }
         let spawned = Instant::now();
         let child = command.spawn().expect("exporter starts");
-        Exporter {
+        ChildServer {
             child,
             base: format!("http://127.0.0.1:{port}"),
             spawned,
@@ -219,7 +226,7 @@ impl Exporter {
     }
 }
 
-impl Drop for Exporter {
+impl Drop for ChildServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -292,7 +299,7 @@ fn own_cpu() -> Duration {
 /// Polls `/metrics` every `poll` until `until` cycles have finished (or `limit` passes);
 /// returns each cycle end it saw.
 async fn watch_cycles(
-    exporter: &Exporter,
+    exporter: &ChildServer,
     client: &reqwest::Client,
     poll: Duration,
     until: u64,
@@ -412,28 +419,42 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[index]
 }
 
-/// A server that answers `/metrics` with the same bytes every time: the upper bound for
-/// serving a pre-encoded body.
-async fn static_baseline(body: Bytes) -> (String, watch::Sender<bool>) {
+/// The baseline: a server that answers `/metrics` with the same bytes every time, the
+/// upper bound for serving a pre-encoded body. It runs as a child process (this tool
+/// again, with `--static-server FILE`) so that, like the exporter, it does not share a
+/// process and a runtime with the scrapers.
+async fn serve_static(file: &Path) {
     use axum::http::header::CONTENT_TYPE;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let body = body.clone();
-            async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
-    let (stop, mut stopped) = watch::channel(false);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await;
-    });
-    (url, stop)
+    let body = Bytes::from(std::fs::read(file).expect("baseline body"));
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let body = body.clone();
+                async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+            }),
+        )
+        .route("/-/healthy", axum::routing::get(|| async { "OK\n" }));
+    let address = std::env::var("FLEXCLOUD_LISTEN_ADDRESS").expect("listen address");
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+    axum::serve(listener, app).await.unwrap();
+}
+
+async fn static_baseline(
+    body: &Bytes,
+    client: &reqwest::Client,
+    scrapers: usize,
+    duration: Duration,
+) -> ScrapeStats {
+    let file = std::env::temp_dir().join(format!("flexcloud-load-body-{}", std::process::id()));
+    std::fs::write(&file, body).unwrap();
+    let own = std::env::current_exe().unwrap();
+    let server = ChildServer::spawn(&own, &["--static-server", file.to_str().unwrap()], &[]);
+    server.wait_healthy(client).await;
+    let stats = scrape_load(&format!("{}/metrics", server.base), scrapers, duration).await;
+    drop(server);
+    let _ = std::fs::remove_file(&file);
+    stats
 }
 
 fn ms(d: Duration) -> f64 {
@@ -476,6 +497,12 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(file) = &args.static_server {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(serve_static(file));
+        return;
+    }
     let binary = exporter_binary(&args);
     let scenario = Scenario {
         latency: Latency {
@@ -552,7 +579,7 @@ async fn measure(args: &Args, binary: &Path, sim: &Simulator) {
 
     // Phase 1: an exporter that runs one cycle and then idles (interval 1h).
     eprintln!("phase 1: start, first cycle, idle scrapes, static baseline");
-    let idle = Exporter::spawn(binary, &[], &env("1h"));
+    let idle = ChildServer::spawn(binary, &[], &env("1h"));
     let healthy = idle.wait_healthy(&client).await;
     report.line("start to /-/healthy", format!("{:.1} ms", ms(healthy)));
     idle.wait_ready(&client, cycle_limit).await;
@@ -598,10 +625,8 @@ async fn measure(args: &Args, binary: &Path, sim: &Simulator) {
         ),
     );
     drop(idle);
-    let (baseline_url, stop_baseline) = static_baseline(body.clone()).await;
-    let baseline = scrape_load(&baseline_url, args.scrapers, args.seconds).await;
-    let _ = stop_baseline.send(true);
-    report.line("scrapes, static buffer baseline", baseline.line());
+    let baseline = static_baseline(&body, &client, args.scrapers, args.seconds).await;
+    report.line("scrapes, static buffer (own process)", baseline.line());
 
     // Phase 2: cycles back to back (interval shorter than a cycle), then scrapes while
     // they keep running against the slow API.
@@ -609,7 +634,7 @@ async fn measure(args: &Args, binary: &Path, sim: &Simulator) {
         "phase 2: {} cycles back to back, then scrapes during cycles",
         args.cycles
     );
-    let busy = Exporter::spawn(binary, &[], &env("100ms"));
+    let busy = ChildServer::spawn(binary, &[], &env("100ms"));
     busy.wait_healthy(&client).await;
     // Often enough to see every cycle end, rarely enough to cost the exporter little.
     let poll = Duration::from_secs_f64(first.duration / 5.0)
@@ -643,10 +668,13 @@ async fn measure(args: &Args, binary: &Path, sim: &Simulator) {
     let ideal = requests / args.concurrency as f64 * latency;
     // Account pages come one after the other (each names the next), so they are a
     // sequential path no concurrency removes.
-    let floor = discovery * latency + (requests - discovery) / args.concurrency as f64 * latency;
+    // After the pages, a zone list and then an image list: at least two more rounds.
+    let rounds_after = ((requests - discovery) / args.concurrency as f64).max(2.0);
+    let floor = (discovery + rounds_after) * latency;
     // The same at the latency the exporter saw per request (the simulator's sleep plus
     // timer granularity, handling and loopback), not the nominal one.
     let ideal_wire = requests / args.concurrency as f64 * wire;
+    let floor_wire = (discovery + rounds_after) * wire;
     let (first_end, last_end) = (ends.first().unwrap(), ends.last().unwrap());
     let counted = last_end.exposition.cycles - first_end.exposition.cycles;
     let counted = counted.max(1) as f64;
@@ -680,7 +708,7 @@ async fn measure(args: &Args, binary: &Path, sim: &Simulator) {
     report.line(
         "API latency seen by the exporter",
         format!(
-            "{:.2} ms per request (nominal {:?}); ideal at that latency {ideal_wire:.3} s",
+            "{:.2} ms per request (nominal {:?}); ideal at that latency {ideal_wire:.3} s, floor with sequential account pages {floor_wire:.3} s",
             wire * 1000.0,
             args.latency
         ),
@@ -748,6 +776,11 @@ async fn measure(args: &Args, binary: &Path, sim: &Simulator) {
         "",
     );
     report.ratio(
+        "cycle time / that floor at the latency the exporter saw",
+        measured / floor_wire,
+        "(1.0 = every slot busy)",
+    );
+    report.ratio(
         "scrape throughput / static buffer (idle)",
         idle_stats.per_second() / baseline.per_second(),
         "target >= 0.80",
@@ -776,7 +809,7 @@ async fn measure(args: &Args, binary: &Path, sim: &Simulator) {
     // Phase 3: demo mode's footprint.
     if args.demo {
         eprintln!("phase 3: demo mode");
-        let demo = Exporter::spawn(binary, &["--demo"], &[]);
+        let demo = ChildServer::spawn(binary, &["--demo"], &[]);
         let healthy = demo.wait_healthy(&client).await;
         demo.wait_ready(&client, Duration::from_secs(60)).await;
         for _ in 0..200 {
@@ -799,7 +832,7 @@ async fn measure(args: &Args, binary: &Path, sim: &Simulator) {
     if args.soak > 0 {
         eprintln!("phase 4: soak, {} cycles at no latency", args.soak);
         sim.update(|s| s.latency = Latency::default());
-        let soak = Exporter::spawn(binary, &[], &env("100ms"));
+        let soak = ChildServer::spawn(binary, &[], &env("100ms"));
         soak.wait_healthy(&client).await;
         let limit = Duration::from_secs(30 * args.soak.max(1));
         let started = Instant::now();
