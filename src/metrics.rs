@@ -85,17 +85,6 @@ impl ApiMetrics {
     pub fn set_credential_backoff(&self, wait: Duration) {
         self.credential_backoff.set(wait.as_secs_f64());
     }
-
-    /// Requests counted so far with this account, endpoint and code.
-    pub fn request_count(&self, account: &str, endpoint: Endpoint, code: &str) -> u64 {
-        self.requests
-            .get_or_create(&RequestLabels {
-                account_id: account.into(),
-                endpoint: endpoint.as_str(),
-                code: code.into(),
-            })
-            .get()
-    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
