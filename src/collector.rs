@@ -1,12 +1,12 @@
 //! The collection cycle: discovery, probes, concurrency, schedule, credential backoff,
 //! and publishing each finished cycle's snapshot and exposition.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, info, warn};
@@ -179,22 +179,39 @@ impl Collection {
 
     async fn collect(&self) -> Snapshot {
         let mut snapshot = Snapshot::default();
-        let accounts = if self.settings.accounts.is_empty() {
-            let started = Instant::now();
-            let result = self.client.list_open_accounts().await;
-            let (outcome, accounts) = outcome_of(result, started);
-            snapshot.accounts_discovery = Some(outcome);
-            accounts.unwrap_or_default()
-        } else {
-            self.settings.accounts.clone()
-        };
-
         let mut tasks = JoinSet::new();
-        let owned = |account: &String| self.settings.shard.is_none_or(|s| s.owns(account));
-        for account in accounts.into_iter().filter(owned) {
-            let client = self.client.clone();
-            let zones = self.settings.zones.clone();
-            tasks.spawn(probe_account(client, account, zones));
+        let mut seen = HashSet::new();
+        let mut start = |account: String| {
+            let owned = self.settings.shard.is_none_or(|s| s.owns(&account));
+            if owned && seen.insert(account.clone()) {
+                let client = self.client.clone();
+                let zones = self.settings.zones.clone();
+                tasks.spawn(probe_account(client, account, zones));
+            }
+        };
+        if self.settings.accounts.is_empty() {
+            // Accounts are probed as their page arrives, so the pipeline fills while the
+            // later pages (which only the previous page's `next` link names) still load.
+            let (found, mut arrivals) = mpsc::unbounded_channel();
+            let discovery = async move {
+                let started = Instant::now();
+                let result = self
+                    .client
+                    .list_open_accounts(|account| {
+                        let _ = found.send(account);
+                    })
+                    .await;
+                outcome_of(result, started).0
+            };
+            let spawning = async {
+                while let Some(account) = arrivals.recv().await {
+                    start(account);
+                }
+            };
+            let (outcome, ()) = tokio::join!(discovery, spawning);
+            snapshot.accounts_discovery = Some(outcome);
+        } else {
+            self.settings.accounts.iter().cloned().for_each(&mut start);
         }
         while let Some(joined) = tasks.join_next().await {
             // A probe task only ends early by panicking, which would be a bug; the

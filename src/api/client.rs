@@ -98,9 +98,12 @@ impl ApiClient {
         self.suspended.store(false, Ordering::SeqCst);
     }
 
-    /// Every `open` account the credentials can read, across all pages.
-    pub async fn list_open_accounts(&self) -> Result<Vec<String>, ApiError> {
-        let mut accounts = Vec::new();
+    /// Calls `on_account` for every `open` account the credentials can read, page by
+    /// page as the pages arrive.
+    pub async fn list_open_accounts(
+        &self,
+        mut on_account: impl FnMut(String),
+    ) -> Result<(), ApiError> {
         self.fetch_pages(
             Endpoint::Accounts,
             "",
@@ -108,22 +111,19 @@ impl ApiClient {
             &[("filterStatus", "open")],
             |body| {
                 let page: AccountPage = parse(body)?;
-                accounts.extend(
-                    page.list
-                        .iter()
-                        // The filter was sent; a server that ignores it must not add others.
-                        .filter(|a| {
-                            a.status
-                                .as_deref()
-                                .is_none_or(|s| s.eq_ignore_ascii_case("open"))
-                        })
-                        .map(|a| a.account_number.to_string()),
-                );
+                page.list
+                    .iter()
+                    // The filter was sent; a server that ignores it must not add others.
+                    .filter(|a| {
+                        a.status
+                            .as_deref()
+                            .is_none_or(|s| s.eq_ignore_ascii_case("open"))
+                    })
+                    .for_each(|a| on_account(a.account_number.to_string()));
                 Ok(model::next_link(&page.links).map(String::from))
             },
         )
-        .await?;
-        Ok(accounts)
+        .await
     }
 
     /// The zone ids of one account.

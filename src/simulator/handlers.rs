@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::paging::{self, Paging};
 use super::scenario::{Account, Image, Scenario, User};
-use super::{Shared, lock};
+use super::{Fleet, Shared, lock};
 use crate::timestamp::format_api;
 
 pub(super) fn routes() -> Router<Arc<Shared>> {
@@ -288,17 +288,15 @@ fn image_json(image: &Image, origin: &str, now: SystemTime, shape: Shape) -> Val
     Value::Object(obj)
 }
 
-fn matching_images(scenario: &Scenario, account: &str, req: &Request, shape: Shape) -> Vec<Value> {
+fn matching_images(fleet: &Fleet, account: &str, req: &Request, shape: Shape) -> Vec<Value> {
     let name = query_value(req, "name");
     let status = query_value(req, "status");
     let image_type = query_value(req, "type");
     let zone = query_value(req, "zone");
     let origin = origin(req.headers());
     let now = SystemTime::now();
-    scenario
-        .images
-        .iter()
-        .filter(|i| i.account == account)
+    fleet
+        .account_images(account)
         .filter(|i| name.as_deref().is_none_or(|n| i.name == n))
         .filter(|i| status.as_deref().is_none_or(|s| i.status == s))
         .filter(|i| image_type.as_deref().is_none_or(|t| i.image_type == t))
@@ -351,7 +349,7 @@ fn list_images(shared: &Shared, account: Option<String>, req: Request, shape: Sh
     if let Err(r) = readable_account(scenario, user, &account) {
         return r.into_response();
     }
-    let items = matching_images(scenario, &account, &req, shape);
+    let items = matching_images(&fleet, &account, &req, shape);
     paged(items, "images", &req, false)
 }
 
@@ -368,7 +366,7 @@ async fn show_image(
         return r.into_response();
     }
     let image_id = image.trim_end_matches('/');
-    match scenario.images.iter().find(|i| i.account == account && i.id == image_id) {
+    match fleet.account_images(&account).find(|i| i.id == image_id) {
         Some(i) => Json(json!({ "image": image_json(i, &origin(req.headers()), SystemTime::now(), Shape::Detail) }))
             .into_response(),
         None => item_not_found(),

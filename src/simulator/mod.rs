@@ -10,7 +10,7 @@ mod handlers;
 mod paging;
 pub mod scenario;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -43,6 +43,9 @@ struct Fleet {
     scenario: Scenario,
     /// Uses left per fault, in scenario order (`None` = unlimited).
     fault_budget: Vec<Option<u32>>,
+    /// Positions in `scenario.images` per account, so a request does not scan a large
+    /// generated fleet under the lock.
+    images_by_account: HashMap<String, Vec<usize>>,
 }
 
 #[derive(Debug)]
@@ -124,6 +127,7 @@ impl Simulator {
         let mut fleet = lock(&self.shared.fleet);
         change(&mut fleet.scenario);
         fleet.reset_budgets();
+        fleet.index_images();
     }
 
     /// Adds a fault at the end of the list.
@@ -165,10 +169,38 @@ impl Simulator {
 impl Fleet {
     fn new(scenario: Scenario) -> Self {
         let fault_budget = scenario.faults.iter().map(|f| f.times).collect();
-        Fleet {
+        let mut fleet = Fleet {
             scenario,
             fault_budget,
+            images_by_account: HashMap::new(),
+        };
+        fleet.index_images();
+        fleet
+    }
+
+    fn index_images(&mut self) {
+        self.images_by_account.clear();
+        for (at, image) in self.scenario.images.iter().enumerate() {
+            self.images_by_account
+                .entry(image.account.clone())
+                .or_default()
+                .push(at);
         }
+    }
+
+    /// The images of one account, in scenario order.
+    fn account_images<'a>(
+        &'a self,
+        account: &str,
+    ) -> impl Iterator<Item = &'a scenario::Image> + 'a {
+        let positions = self
+            .images_by_account
+            .get(account)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        positions
+            .iter()
+            .filter_map(|&at| self.scenario.images.get(at))
     }
 
     fn push_fault(&mut self, fault: Fault) {
