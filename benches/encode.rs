@@ -24,13 +24,7 @@ const LIMITS: EncodeLimits = EncodeLimits {
 };
 
 fn ok(duration: Duration) -> Outcome {
-    Outcome {
-        success: true,
-        http_status: 200,
-        error_kind: None,
-        detail: None,
-        duration,
-    }
+    Outcome::succeeded(duration)
 }
 
 /// A finished cycle over `accounts` x `zones` with six images per zone (one SAVING in

@@ -290,16 +290,7 @@ async fn probe_zone(client: &ApiClient, account: &str, zone: &str) -> ZoneState 
 fn outcome_of<T>(result: Result<T, ApiError>, started: Instant) -> (Outcome, Option<T>) {
     let duration = started.elapsed();
     match result {
-        Ok(value) => (
-            Outcome {
-                success: true,
-                http_status: 200,
-                error_kind: None,
-                detail: None,
-                duration,
-            },
-            Some(value),
-        ),
+        Ok(value) => (Outcome::succeeded(duration), Some(value)),
         Err(error) => (
             Outcome {
                 success: false,

@@ -177,6 +177,19 @@ pub struct Outcome {
     pub duration: Duration,
 }
 
+impl Outcome {
+    /// A step that succeeded in `duration`.
+    pub fn succeeded(duration: Duration) -> Self {
+        Outcome {
+            success: true,
+            http_status: 200,
+            error_kind: None,
+            detail: None,
+            duration,
+        }
+    }
+}
+
 /// One account and zone as the latest cycle left it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ZoneState {

@@ -367,12 +367,7 @@ async fn odd_ids_and_names_are_escaped_in_the_exposition_and_on_the_page() {
     );
     assert!(series[0].0.contains("image_id=\"id\"<b>\n\""));
     // Raw exposition: one line per sample, quotes and newlines escaped.
-    let raw = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let raw = get_text(&format!("{base}/metrics")).await;
     let line = raw
         .lines()
         .find(|l| l.starts_with("flexcloud_image_saving_created_timestamp_seconds{"))
@@ -381,12 +376,7 @@ async fn odd_ids_and_names_are_escaped_in_the_exposition_and_on_the_page() {
         line.contains(r#"image_name="q\"uote\\slash\nnew <script>"#),
         "{line}"
     );
-    let page = reqwest::get(format!("{base}/"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&format!("{base}/")).await;
     assert!(!page.contains("<script>alert(1)"));
     h.stop().await;
 }
@@ -515,14 +505,7 @@ async fn an_oversized_body_costs_at_most_the_body_cap_in_memory() {
     );
     wait_ready(&exporter.1).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let m = Metrics::parse(
-        &reqwest::get(format!("{}/metrics", exporter.1))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let m = Metrics::parse(&get_text(&format!("{}/metrics", exporter.1)).await);
     let invalid = m.value(
         "flexcloud_api_requests_total",
         &[
@@ -608,16 +591,8 @@ async fn hundreds_of_cycles_with_faults_toggled_do_not_grow_memory() {
     let exporter = spawn_exporter(&sim.url(), &[("FLEXCLOUD_INTERVAL", "10ms")]);
     wait_ready(&exporter.1).await;
     let cycles = |m: &Metrics| m.value("flexcloud_collection_cycles_total", &[]);
-    let scrape_binary = || async {
-        Metrics::parse(
-            &reqwest::get(format!("{}/metrics", exporter.1))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        )
-    };
+    let scrape_binary =
+        || async { Metrics::parse(&get_text(&format!("{}/metrics", exporter.1)).await) };
     let toggle = |n: u32| {
         sim.clear_faults();
         match n % 4 {
@@ -700,4 +675,8 @@ async fn sigterm_during_a_cycle_waiting_on_a_slow_api_exits_0_promptly() {
     assert_eq!(status.code(), Some(0));
     let _ = &mut exporter;
     sim.stop().await;
+}
+
+async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
 }
