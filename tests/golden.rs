@@ -1,0 +1,182 @@
+//! The exposition of a fixed snapshot against a recorded file, node_exporter style:
+//! `UPDATE_GOLDEN=1 cargo test --test golden` rewrites the file after a deliberate change.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use flexcloud_exporter::api::model::ImageEntry;
+use flexcloud_exporter::api::{Endpoint, ImageType};
+use flexcloud_exporter::metrics::{self, ApiMetrics, EncodeLimits};
+use flexcloud_exporter::snapshot::{Inventory, Outcome, Snapshot, ZoneState};
+
+const GOLDEN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/golden/metrics.txt"
+);
+
+fn image<'a>(id: &'a str, name: &'a str, status: &'a str, created: &'a str) -> ImageEntry<'a> {
+    ImageEntry {
+        id: Some(Cow::Borrowed(id)),
+        name: Some(Cow::Borrowed(name)),
+        status: Some(Cow::Borrowed(status)),
+        created: Some(Cow::Borrowed(created)),
+    }
+}
+
+fn snapshot() -> Snapshot {
+    let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let mut inventory = Inventory::default();
+    inventory.record(
+        ImageType::Base,
+        &image("1", "debian", "ACTIVE", "2026-01-01T00:00:00"),
+    );
+    inventory.record(
+        ImageType::Server,
+        &image("2", "db \"primary\"\nsnap", "SAVING", "2027-01-15T05:00:00"),
+    );
+    inventory.record(
+        ImageType::Server,
+        &image("3", "web", "DELETED", "2026-02-01T00:00:00"),
+    );
+    inventory.record(
+        ImageType::Server,
+        &image("4", "odd", "in-progress", "2026-02-01T00:00:00"),
+    );
+    let mut snapshot = Snapshot {
+        cycle: 7,
+        completed_at: Some(at),
+        duration: Duration::from_millis(1250),
+        up: true,
+        accounts_discovery: Some(Outcome::succeeded(Duration::from_millis(80))),
+        ..Snapshot::default()
+    };
+    snapshot
+        .zones_discovery
+        .insert("acme".into(), Outcome::succeeded(Duration::from_millis(40)));
+    snapshot.zones_discovery.insert(
+        "ghost".into(),
+        Outcome {
+            success: false,
+            http_status: 404,
+            error_kind: Some("http_status"),
+            detail: Some("API answered HTTP 404 (itemNotFound)".into()),
+            duration: Duration::from_millis(30),
+        },
+    );
+    snapshot.zones.insert(
+        ("acme".into(), "TAMPA".into()),
+        ZoneState {
+            probe: Some(Outcome::succeeded(Duration::from_millis(300))),
+            inventory: Some(Arc::new(inventory)),
+            last_success: Some(at),
+        },
+    );
+    snapshot.zones.insert(
+        ("acme".into(), "AUSTIN".into()),
+        ZoneState {
+            probe: Some(Outcome {
+                success: false,
+                http_status: 0,
+                error_kind: Some("timeout"),
+                detail: Some("request timed out".into()),
+                duration: Duration::from_secs(10),
+            }),
+            inventory: None,
+            last_success: Some(at - Duration::from_secs(600)),
+        },
+    );
+    snapshot
+}
+
+/// Sample lines sorted within each family, so the label-set order of the encoder's hash
+/// maps does not matter; the process metrics are not part of it (they change every run).
+fn normalised(text: &str) -> String {
+    let mut out = String::new();
+    let mut samples: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            samples.sort_unstable();
+            samples.drain(..).for_each(|s| {
+                out.push_str(s);
+                out.push('\n');
+            });
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            samples.push(line);
+        }
+    }
+    samples.sort_unstable();
+    samples.iter().for_each(|s| {
+        out.push_str(s);
+        out.push('\n');
+    });
+    out
+}
+
+#[test]
+fn exposition_matches_the_recorded_file() {
+    let api = ApiMetrics::default();
+    api.observe_request("", Endpoint::Accounts, "200", Duration::from_millis(80));
+    api.observe_request(
+        "acme",
+        Endpoint::ImagesDetail,
+        "200",
+        Duration::from_millis(300),
+    );
+    api.observe_request(
+        "acme",
+        Endpoint::ImagesDetail,
+        "timeout",
+        Duration::from_secs(10),
+    );
+    api.observe_request("ghost", Endpoint::Zones, "404", Duration::from_millis(30));
+    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let exposition = metrics::encode(
+        Some(&snapshot()),
+        &api,
+        EncodeLimits { saving_series: 500 },
+        now,
+    );
+    let got = normalised(std::str::from_utf8(&exposition.text).unwrap()).replace(
+        &format!("revision=\"{}\"", env!("FLEXCLOUD_REVISION")),
+        "revision=\"REVISION\"",
+    );
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(GOLDEN, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(GOLDEN).expect("golden file (UPDATE_GOLDEN=1 writes it)");
+    assert_eq!(
+        got, want,
+        "exposition changed; if on purpose, run with UPDATE_GOLDEN=1 and review the diff"
+    );
+}
+
+#[test]
+#[ignore = "needs promtool"]
+fn recorded_exposition_passes_promtool_check_metrics() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(GOLDEN).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && report.trim().is_empty(), "{report}");
+}
