@@ -526,27 +526,6 @@ async fn metrics_pass_promtool_check_metrics() {
     wait_ready(&base).await;
     // As curl asks: no Accept header, so the classic text format.
     let body = get(&format!("{base}/metrics")).await.text().await.unwrap();
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed");
-    use std::io::Write;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{report}");
-    assert_eq!(report.trim(), "", "promtool reports nothing");
+    common::promtool::assert_clean_metrics(body.as_bytes());
     sim.stop().await;
 }

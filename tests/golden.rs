@@ -11,6 +11,9 @@ use flexcloud_exporter::api::{Endpoint, ImageType};
 use flexcloud_exporter::metrics::{self, ApiMetrics, EncodeLimits};
 use flexcloud_exporter::snapshot::{Inventory, Outcome, Snapshot, ZoneState};
 
+#[path = "common/promtool.rs"]
+mod promtool;
+
 const GOLDEN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/golden/metrics.txt"
@@ -157,26 +160,5 @@ fn exposition_matches_the_recorded_file() {
 #[test]
 #[ignore = "needs promtool"]
 fn recorded_exposition_passes_promtool_check_metrics() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&std::fs::read(GOLDEN).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success() && report.trim().is_empty(), "{report}");
+    promtool::assert_clean_metrics(&std::fs::read(GOLDEN).unwrap());
 }

@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
+pub mod promtool;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
