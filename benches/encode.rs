@@ -10,18 +10,16 @@ use axum::body::Body;
 use axum::http::Request;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use flexcloud_exporter::api::model::ImageEntry;
-use flexcloud_exporter::api::{Endpoint, ImageType};
-use flexcloud_exporter::collector::Published;
+use flexcloud_exporter::api::{Code, Endpoint, ImageType, RequestObserver};
 use flexcloud_exporter::landing::PageInfo;
-use flexcloud_exporter::metrics::{self, ApiMetrics, EncodeLimits};
-use flexcloud_exporter::server::{self, AppState};
+use flexcloud_exporter::metrics::{self, Metrics, Published};
+use flexcloud_exporter::server::{self, ServerState};
 use flexcloud_exporter::snapshot::{Inventory, Outcome, Snapshot, ZoneState};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-const LIMITS: EncodeLimits = EncodeLimits {
-    saving_series: 1000,
-};
+const SAVING_SERIES_LIMIT: usize = 1000;
+const OK: Code = Code::Status(200);
 
 fn ok(duration: Duration) -> Outcome {
     Outcome::succeeded(duration)
@@ -29,9 +27,9 @@ fn ok(duration: Duration) -> Outcome {
 
 /// A finished cycle over `accounts` x `zones` with six images per zone (one SAVING in
 /// every tenth zone), and the request counters such a cycle leaves behind.
-fn fleet(accounts: usize, zones: usize) -> (Snapshot, ApiMetrics) {
+fn fleet(accounts: usize, zones: usize) -> (Snapshot, Metrics) {
     let now = SystemTime::now();
-    let api = ApiMetrics::default();
+    let api = Metrics::new(SAVING_SERIES_LIMIT);
     let latency = Duration::from_millis(50);
     let mut snapshot = Snapshot {
         cycle: 7,
@@ -42,14 +40,14 @@ fn fleet(accounts: usize, zones: usize) -> (Snapshot, ApiMetrics) {
         ..Default::default()
     };
     for _ in 0..6 {
-        api.observe_request("", Endpoint::Accounts, "200", latency);
+        api.request_ended(None, Endpoint::Accounts, OK, latency);
     }
     for a in 0..accounts {
         let account = format!("acct{a:05}");
         snapshot
             .zones_discovery
             .insert(account.clone(), ok(latency));
-        api.observe_request(&account, Endpoint::Zones, "200", latency);
+        api.request_ended(Some(&account), Endpoint::Zones, OK, latency);
         for z in 0..zones {
             let zone = format!("US-ZONE-{z:02}");
             let mut inventory = Inventory::default();
@@ -76,7 +74,7 @@ fn fleet(accounts: usize, zones: usize) -> (Snapshot, ApiMetrics) {
                 );
             }
             for _ in 0..2 {
-                api.observe_request(&account, Endpoint::ImagesDetail, "200", latency);
+                api.request_ended(Some(&account), Endpoint::ImagesDetail, OK, latency);
             }
             snapshot.zones.insert(
                 (account.clone(), zone),
@@ -96,17 +94,11 @@ fn encode(c: &mut Criterion) {
     group.sample_size(20);
     for (accounts, zones) in [(5, 3), (500, 4)] {
         let (snapshot, api) = fleet(accounts, zones);
-        let size = metrics::encode(Some(&snapshot), &api, LIMITS, SystemTime::now())
-            .text
-            .len();
+        let size = api.encode(Some(&snapshot), SystemTime::now()).text.len();
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_function(
             BenchmarkId::from_parameter(format!("{accounts}x{zones}")),
-            |b| {
-                b.iter(|| {
-                    metrics::encode(Some(black_box(&snapshot)), &api, LIMITS, SystemTime::now())
-                })
-            },
+            |b| b.iter(|| api.encode(Some(black_box(&snapshot)), SystemTime::now())),
         );
     }
     group.finish();
@@ -135,12 +127,12 @@ fn serve(c: &mut Criterion) {
     group.bench_function("process_metrics_only", |b| b.iter(metrics::encode_process));
     for (accounts, zones) in [(5, 3), (500, 4)] {
         let (snapshot, api) = fleet(accounts, zones);
-        let exposition = metrics::encode(Some(&snapshot), &api, LIMITS, SystemTime::now());
+        let exposition = api.encode(Some(&snapshot), SystemTime::now());
         let (_tx, published) = tokio::sync::watch::channel(Arc::new(Published {
             snapshot: Some(Arc::new(snapshot)),
             exposition,
         }));
-        let router = server::router(AppState {
+        let router = server::router(ServerState {
             published,
             info: Arc::new(PageInfo {
                 version: "bench",

@@ -19,8 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use flexcloud_exporter::simulator::scenario::Latency;
-use flexcloud_exporter::simulator::{FleetSpec, Scenario, Simulator};
+use flexcloud_sim::scenario::Latency;
+use flexcloud_sim::{FleetSpec, Scenario, Simulator};
 
 const USER: &str = "load";
 const PASSWORD: &str = "load-password";

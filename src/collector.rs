@@ -1,23 +1,19 @@
-//! The collection cycle: discovery, probes, concurrency, schedule, credential backoff,
-//! and publishing each finished cycle's snapshot and exposition.
+//! The collection cycle: discovery, probes, concurrency, the schedule and shutdown. Each
+//! finished cycle is a [`Snapshot`], handed to whoever runs the collector.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
-use crate::api::{ApiClient, ApiError, ImageType};
-use crate::config::Shard;
-use crate::metrics::{self, ApiMetrics, EncodeLimits, Exposition};
+use crate::api::{ApiClient, ApiError, Endpoint, ImageType};
+use crate::config::{Config, Shard};
 use crate::snapshot::{self, Inventory, Outcome, Snapshot, ZoneState};
-
-/// Longest wait between attempts with credentials the API rejected.
-const MAX_CREDENTIAL_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// What the collector needs from the configuration.
 #[derive(Debug, Clone)]
@@ -28,153 +24,121 @@ pub struct CollectorSettings {
     pub zones: Vec<String>,
     pub interval: Duration,
     pub stale_after: Duration,
-    pub saving_series_limit: usize,
     /// Collect only this shard of the accounts.
     pub shard: Option<Shard>,
 }
 
-/// The latest finished cycle as the server shows it.
-#[derive(Debug, Clone)]
-pub struct Published {
-    /// `None` until the first cycle has finished.
-    pub snapshot: Option<Arc<Snapshot>>,
-    pub exposition: Exposition,
+impl CollectorSettings {
+    pub fn from_config(config: &Config) -> Self {
+        CollectorSettings {
+            accounts: config.accounts.clone(),
+            zones: config.zones.clone(),
+            interval: config.interval,
+            stale_after: config.stale_after,
+            shard: config.shard,
+        }
+    }
 }
 
-/// Runs cycles and publishes their results. Owned by one task; readers hold the
-/// [`watch::Receiver`] returned by [`Collection::new`].
+/// Something that runs one collection cycle: the schedule's unit of work.
+pub trait Cycle {
+    fn run_cycle(&mut self) -> impl Future<Output = Arc<Snapshot>> + Send;
+}
+
+/// When cycles start: the first at once, then one every interval. A cycle that overruns
+/// its interval delays the next rather than causing a burst of catch-up cycles.
+#[derive(Debug)]
+pub struct Schedule {
+    ticker: Interval,
+}
+
+impl Schedule {
+    pub fn new(interval: Duration) -> Self {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Schedule { ticker }
+    }
+
+    /// Waits until the next cycle is due.
+    pub async fn wait(&mut self) {
+        self.ticker.tick().await;
+    }
+}
+
+/// Runs `cycles` on `schedule`, never two at a time, handing each snapshot to `finished`,
+/// until `shutdown` resolves (which also abandons a running cycle).
+pub async fn run_scheduled<C: Cycle>(
+    cycles: &mut C,
+    mut schedule: Schedule,
+    shutdown: impl Future<Output = ()>,
+    mut finished: impl FnMut(Arc<Snapshot>),
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = schedule.wait() => {}
+        }
+        tokio::select! {
+            () = &mut shutdown => break,
+            snapshot = cycles.run_cycle() => finished(snapshot),
+        }
+    }
+    debug!("collector stopped");
+}
+
+/// Runs cycles against the API and keeps what the stale rule and change logging need of
+/// the previous one.
 #[derive(Debug)]
 pub struct Collection {
     client: Arc<ApiClient>,
-    api_metrics: ApiMetrics,
     settings: CollectorSettings,
-    published: watch::Sender<Arc<Published>>,
     previous: Arc<Snapshot>,
     cycles: u64,
-    backoff: CredentialBackoff,
-    cutting_saving_series: bool,
 }
 
-/// Waits that grow while the API keeps rejecting the credentials, so the exporter does
-/// not lock the customer's account by retrying a bad password every interval.
-#[derive(Debug, Default)]
-struct CredentialBackoff {
-    rejected_cycles: u32,
-    resume_at: Option<Instant>,
+impl Cycle for Collection {
+    fn run_cycle(&mut self) -> impl Future<Output = Arc<Snapshot>> + Send {
+        Collection::run_cycle(self)
+    }
 }
 
 impl Collection {
-    pub fn new(
-        client: Arc<ApiClient>,
-        api_metrics: ApiMetrics,
-        settings: CollectorSettings,
-    ) -> (Self, watch::Receiver<Arc<Published>>) {
-        let limits = EncodeLimits {
-            saving_series: settings.saving_series_limit,
-        };
-        let exposition = metrics::encode(None, &api_metrics, limits, SystemTime::now());
-        let (tx, rx) = watch::channel(Arc::new(Published {
-            snapshot: None,
-            exposition,
-        }));
-        let collection = Collection {
+    pub fn new(client: Arc<ApiClient>, settings: CollectorSettings) -> Self {
+        Collection {
             client,
-            api_metrics,
             settings,
-            published: tx,
             previous: Arc::new(Snapshot::default()),
             cycles: 0,
-            backoff: CredentialBackoff::default(),
-            cutting_saving_series: false,
-        };
-        (collection, rx)
-    }
-
-    /// Runs a cycle at once, then one every interval, never two at a time, until
-    /// `shutdown` resolves (which also abandons a running cycle).
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
-        let mut ticker = tokio::time::interval(self.settings.interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                _ = ticker.tick() => {}
-            }
-            tokio::select! {
-                () = &mut shutdown => break,
-                _ = self.run_cycle() => {}
-            }
         }
-        debug!("collector stopped");
     }
 
-    /// One full cycle: collect, apply the stale rule, log changes, encode, publish.
+    /// Runs a cycle at once, then one every interval, until `shutdown` resolves.
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        finished: impl FnMut(Arc<Snapshot>),
+    ) {
+        let schedule = Schedule::new(self.settings.interval);
+        run_scheduled(&mut self, schedule, shutdown, finished).await;
+    }
+
+    /// One full cycle: collect, apply the stale rule, log what changed.
     pub async fn run_cycle(&mut self) -> Arc<Snapshot> {
         let started = Instant::now();
-        let backing_off = self.backoff.resume_at.is_some_and(|at| Instant::now() < at);
-        if backing_off {
-            self.client.suspend_credentials();
-        } else {
-            self.client.resume_credentials();
-        }
         self.cycles += 1;
         let mut current = self.collect().await;
         current.cycle = self.cycles;
         current.duration = started.elapsed();
+        current.credentials = self.client.credentials();
         let now = SystemTime::now();
         current.completed_at = Some(now);
         snapshot::carry_over(&self.previous, &mut current, now, self.settings.stale_after);
-        self.update_backoff(&current, backing_off);
         log_changes(&self.previous, &current);
-
-        let limits = EncodeLimits {
-            saving_series: self.settings.saving_series_limit,
-        };
-        // Count the cut before encoding, so the counter in this exposition includes it.
-        let dropped = metrics::saving_series_overflow(&current, limits);
-        if dropped > 0 {
-            self.api_metrics.count_saving_dropped(dropped);
-            if !self.cutting_saving_series {
-                warn!(
-                    dropped,
-                    limit = limits.saving_series,
-                    "too many SAVING images; exporting the oldest only"
-                );
-            }
-        }
-        self.cutting_saving_series = dropped > 0;
-        let exposition = metrics::encode(Some(&current), &self.api_metrics, limits, now);
-        let current = Arc::new(current);
-        self.published.send_replace(Arc::new(Published {
-            snapshot: Some(current.clone()),
-            exposition,
-        }));
         debug!(cycle = current.cycle, duration = ?current.duration, zones = current.zones.len(), "cycle finished");
+        let current = Arc::new(current);
         self.previous = current.clone();
         current
-    }
-
-    fn update_backoff(&mut self, current: &Snapshot, backing_off: bool) {
-        let rejected = current.rejected_credentials();
-        if rejected && !backing_off {
-            self.backoff.rejected_cycles = self.backoff.rejected_cycles.saturating_add(1);
-            let wait = self
-                .settings
-                .interval
-                .saturating_mul(2u32.saturating_pow(self.backoff.rejected_cycles))
-                .min(MAX_CREDENTIAL_BACKOFF.max(self.settings.interval));
-            self.backoff.resume_at = Some(Instant::now() + wait);
-            self.api_metrics.set_credential_backoff(wait);
-            warn!(wait = %humantime::format_duration(wait), rejected_cycles = self.backoff.rejected_cycles,
-                "API rejected the credentials (401); not sending them again until the wait is over");
-        } else if !rejected && current.up {
-            if self.backoff.rejected_cycles > 0 {
-                info!("API accepts the credentials again; credential backoff reset");
-            }
-            self.backoff = CredentialBackoff::default();
-            self.api_metrics.set_credential_backoff(Duration::ZERO);
-        }
     }
 
     async fn collect(&self) -> Snapshot {
@@ -291,29 +255,8 @@ fn outcome_of<T>(result: Result<T, ApiError>, started: Instant) -> (Outcome, Opt
     let duration = started.elapsed();
     match result {
         Ok(value) => (Outcome::succeeded(duration), Some(value)),
-        Err(error) => (
-            Outcome {
-                success: false,
-                http_status: error.http_status(),
-                error_kind: Some(error.kind()),
-                detail: Some(error_chain(&error)),
-                duration,
-            },
-            None,
-        ),
+        Err(error) => (Outcome::failed(&error, duration), None),
     }
-}
-
-/// The error and its sources in one line, for logs and the landing page.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Logs what changed since the previous cycle: a step that starts failing once as a
@@ -321,22 +264,12 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 fn log_changes(previous: &Snapshot, current: &Snapshot) {
     let was_ok = |o: Option<&Outcome>| o.is_none_or(|o| o.success);
     if let Some(now) = &current.accounts_discovery {
-        report_change(
-            "",
-            "",
-            "accounts",
-            was_ok(previous.accounts_discovery.as_ref()),
-            now,
-        );
+        let before = was_ok(previous.accounts_discovery.as_ref());
+        report_change(None, None, Endpoint::Accounts, before, now);
     }
     for (account, now) in &current.zones_discovery {
-        report_change(
-            account,
-            "",
-            "zones",
-            was_ok(previous.zones_discovery.get(account)),
-            now,
-        );
+        let before = was_ok(previous.zones_discovery.get(account));
+        report_change(Some(account), None, Endpoint::Zones, before, now);
     }
     for ((account, zone), state) in &current.zones {
         if let Some(now) = &state.probe {
@@ -344,21 +277,33 @@ fn log_changes(previous: &Snapshot, current: &Snapshot) {
                 .zones
                 .get(&(account.clone(), zone.clone()))
                 .and_then(|z| z.probe.as_ref());
-            report_change(account, zone, "images_detail", was_ok(before), now);
+            report_change(
+                Some(account),
+                Some(zone),
+                Endpoint::ImagesDetail,
+                was_ok(before),
+                now,
+            );
         }
     }
 }
 
-fn report_change(account_id: &str, zone_id: &str, step: &str, was_ok: bool, now: &Outcome) {
-    let error = now.detail.as_deref().unwrap_or("");
+fn report_change(
+    account_id: Option<&str>,
+    zone_id: Option<&str>,
+    step: Endpoint,
+    was_ok: bool,
+    now: &Outcome,
+) {
+    let step = step.as_str();
     match (was_ok, now.success) {
         (true, false) => warn!(
             account_id,
             zone_id,
             step,
             http_status = now.http_status,
-            error_kind = now.error_kind.unwrap_or(""),
-            error,
+            error_kind = now.error_kind.map(|k| k.as_str()),
+            error = now.detail.as_deref(),
             "probe failed"
         ),
         (false, true) => info!(account_id, zone_id, step, "probe recovered"),
@@ -366,19 +311,79 @@ fn report_change(account_id: &str, zone_id: &str, step: &str, was_ok: bool, now:
     }
 }
 
-/// Every failed step of a cycle with its HTTP status, for the `--once` summary.
-pub fn failing_steps(snapshot: &Snapshot) -> BTreeMap<String, u16> {
-    let mut failing = BTreeMap::new();
-    if let Some(o) = snapshot.accounts_discovery.as_ref().filter(|o| !o.success) {
-        failing.insert("accounts".to_string(), o.http_status);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::sleep;
+
+    /// A cycle that takes the next of `took` and notes when it started.
+    struct FakeCycles {
+        origin: Instant,
+        took: Vec<Duration>,
+        started: Vec<Duration>,
     }
-    for (account, o) in snapshot.zones_discovery.iter().filter(|(_, o)| !o.success) {
-        failing.insert(format!("{account} zones"), o.http_status);
-    }
-    for ((account, zone), z) in &snapshot.zones {
-        if let Some(p) = z.probe.as_ref().filter(|p| !p.success) {
-            failing.insert(format!("{account} {zone}"), p.http_status);
+
+    impl FakeCycles {
+        fn new(took: &[u64]) -> Self {
+            FakeCycles {
+                origin: Instant::now(),
+                took: took.iter().map(|s| Duration::from_secs(*s)).collect(),
+                started: Vec::new(),
+            }
+        }
+
+        fn started_secs(&self) -> Vec<u64> {
+            self.started.iter().map(Duration::as_secs).collect()
         }
     }
-    failing
+
+    impl Cycle for FakeCycles {
+        async fn run_cycle(&mut self) -> Arc<Snapshot> {
+            let n = self.started.len();
+            self.started.push(self.origin.elapsed());
+            sleep(self.took.get(n).copied().unwrap_or(Duration::from_secs(1))).await;
+            Arc::new(Snapshot {
+                cycle: n as u64 + 1,
+                ..Snapshot::default()
+            })
+        }
+    }
+
+    async fn run_for(cycles: &mut FakeCycles, interval: u64, seconds: u64) -> Vec<u64> {
+        let mut finished = Vec::new();
+        run_scheduled(
+            cycles,
+            Schedule::new(Duration::from_secs(interval)),
+            sleep(Duration::from_secs(seconds)),
+            |snapshot| finished.push(snapshot.cycle),
+        )
+        .await;
+        finished
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_cycle_runs_at_once_then_one_per_interval() {
+        let mut cycles = FakeCycles::new(&[5, 5, 5, 5, 5]);
+        let finished = run_for(&mut cycles, 60, 250).await;
+        assert_eq!(cycles.started_secs(), [0, 60, 120, 180, 240]);
+        assert_eq!(finished, [1, 2, 3, 4, 5]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_overrunning_cycle_delays_the_next_and_cycles_never_overlap() {
+        let mut cycles = FakeCycles::new(&[150, 5, 5, 5]);
+        run_for(&mut cycles, 60, 300).await;
+        // No catch-up burst at 150: the next starts when the long one ends, then the
+        // interval counts from there.
+        assert_eq!(cycles.started_secs(), [0, 150, 210, 270]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_abandons_a_running_cycle() {
+        let started = Instant::now();
+        let mut cycles = FakeCycles::new(&[3600]);
+        let finished = run_for(&mut cycles, 60, 30).await;
+        assert!(finished.is_empty());
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
 }

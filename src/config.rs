@@ -1,118 +1,282 @@
-//! Settings from `FLEXCLOUD_*` environment variables: parsing, defaults and validation.
+//! Settings from `FLEXCLOUD_*` environment variables: one declaration per setting drives
+//! parsing, defaults, `--help` and the README's settings table.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::Url;
 use secrecy::SecretString;
-use serde::Deserialize;
 
-/// Every setting: variable, default, meaning. `--help` and the README table come from
-/// this one list (a test keeps the README in step).
-pub const VARIABLES: &[(&str, &str, &str)] = &[
-    (
-        "FLEXCLOUD_API_URL",
-        "https://api.hostway.com",
-        "API base URL",
-    ),
-    ("FLEXCLOUD_USERNAME", "(required)", "Basic-auth user"),
-    ("FLEXCLOUD_PASSWORD", "(this or _FILE required)", "password"),
-    (
-        "FLEXCLOUD_PASSWORD_FILE",
-        "",
-        "file holding the password (trailing newline trimmed)",
-    ),
-    (
-        "FLEXCLOUD_ACCOUNTS",
-        "(discover)",
-        "comma-separated account ids; empty = every open account from GET /accounts",
-    ),
-    (
-        "FLEXCLOUD_ZONES",
-        "(discover)",
-        "comma-separated zone ids for every account; empty = each account's zones",
-    ),
-    (
-        "FLEXCLOUD_INTERVAL",
-        "60s",
-        "time between collection cycles",
-    ),
-    (
-        "FLEXCLOUD_TIMEOUT",
-        "10s",
-        "limit for one API request, body included",
-    ),
-    (
-        "FLEXCLOUD_CONNECT_TIMEOUT",
-        "5s",
-        "limit for opening a connection to the API",
-    ),
-    (
-        "FLEXCLOUD_CONCURRENCY",
-        "8",
-        "API requests in flight at most",
-    ),
-    (
-        "FLEXCLOUD_STALE_AFTER",
-        "3 x interval",
-        "how long image gauges of a failing zone keep their last good values",
-    ),
-    (
-        "FLEXCLOUD_SAVING_SERIES_LIMIT",
-        "500",
-        "most per-image SAVING series exported (oldest kept)",
-    ),
-    (
-        "FLEXCLOUD_MAX_BODY_BYTES",
-        "33554432",
-        "largest API response body accepted (32 MiB)",
-    ),
-    (
-        "FLEXCLOUD_ALLOW_INSECURE_HTTP",
-        "false",
-        "allow sending credentials over plain HTTP to a non-loopback host",
-    ),
-    (
-        "FLEXCLOUD_READ_TIMEOUT",
-        "5s",
-        "limit for one read from the API's connection (cuts stalled bodies early)",
-    ),
-    (
-        "FLEXCLOUD_CA_FILE",
-        "",
-        "PEM file of extra CA certificates to trust for the API",
-    ),
-    (
-        "FLEXCLOUD_TLS_INSECURE_SKIP_VERIFY",
-        "false",
-        "do not verify the API's TLS certificate (dangerous; logged loudly)",
-    ),
-    (
-        "FLEXCLOUD_SHARD",
-        "",
-        "N/M: collect only shard N of M of the accounts (stable hash of the account id)",
-    ),
-    (
-        "FLEXCLOUD_WEB_CONFIG_FILE",
-        "",
-        "exporter-toolkit web config (TLS, basic auth) for the endpoint",
-    ),
-    (
-        "FLEXCLOUD_LISTEN_ADDRESS",
-        "0.0.0.0:9819",
-        "where /metrics is served",
-    ),
-    (
-        "FLEXCLOUD_LOG",
-        "info",
-        "tracing filter, e.g. debug or flexcloud_exporter=debug",
-    ),
-    ("FLEXCLOUD_LOG_FORMAT", "text", "log format: text or json"),
+use crate::telemetry::{self, LogFormat};
+
+/// The port the exporter listens on unless told otherwise. Not registered in the
+/// Prometheus default-port list (the list is full); configurable.
+pub const DEFAULT_PORT: u16 = 9819;
+
+/// The prefix every setting's variable starts with.
+const PREFIX: &str = "FLEXCLOUD_";
+
+/// How a setting's default is shown and applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultValue {
+    /// Used when the variable is unset or empty, parsed like a value that was set.
+    Value(&'static str),
+    /// Computed or required; the text says which, e.g. `3 x interval` or `(required)`.
+    Described(&'static str),
+    /// Off when unset.
+    Unset,
+}
+
+impl DefaultValue {
+    /// The default as `--help` and the README show it; empty for [`DefaultValue::Unset`].
+    pub fn shown(self) -> &'static str {
+        match self {
+            DefaultValue::Value(text) | DefaultValue::Described(text) => text,
+            DefaultValue::Unset => "",
+        }
+    }
+}
+
+/// One setting: its variable, default, meaning and parser. Every setting is declared once,
+/// as a constant below, and listed in [`SETTINGS`].
+#[derive(Debug)]
+pub struct Setting<T> {
+    pub name: &'static str,
+    pub default: DefaultValue,
+    pub help: &'static str,
+    /// What a valid value looks like, for the error message.
+    expected: &'static str,
+    parse: fn(&str) -> Option<T>,
+    /// Whether the value may be shown in an error message.
+    secret: bool,
+}
+
+/// What `--help` and the README need of a setting, whatever its type.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingDoc {
+    pub name: &'static str,
+    pub default: DefaultValue,
+    pub help: &'static str,
+}
+
+impl<T> Setting<T> {
+    pub const fn doc(&self) -> SettingDoc {
+        SettingDoc {
+            name: self.name,
+            default: self.default,
+            help: self.help,
+        }
+    }
+}
+
+pub const API_URL: Setting<Url> = Setting {
+    name: "FLEXCLOUD_API_URL",
+    default: DefaultValue::Value("https://api.hostway.com"),
+    help: "API base URL",
+    expected: "an http(s) URL without credentials, query or fragment, e.g. https://api.hostway.com",
+    parse: parse_api_url,
+    secret: false,
+};
+pub const USERNAME: Setting<String> = Setting {
+    name: "FLEXCLOUD_USERNAME",
+    default: DefaultValue::Described("(required)"),
+    help: "Basic-auth user",
+    expected: "the API user name",
+    parse: parse_text,
+    secret: false,
+};
+pub const PASSWORD: Setting<SecretString> = Setting {
+    name: "FLEXCLOUD_PASSWORD",
+    default: DefaultValue::Described("(this or _FILE required)"),
+    help: "password",
+    expected: "set FLEXCLOUD_PASSWORD or FLEXCLOUD_PASSWORD_FILE",
+    parse: parse_secret,
+    secret: true,
+};
+pub const PASSWORD_FILE: Setting<PathBuf> = Setting {
+    name: "FLEXCLOUD_PASSWORD_FILE",
+    default: DefaultValue::Unset,
+    help: "file holding the password (trailing newline trimmed)",
+    expected: "a path",
+    parse: parse_path,
+    secret: false,
+};
+pub const ACCOUNTS: Setting<Vec<String>> = Setting {
+    name: "FLEXCLOUD_ACCOUNTS",
+    default: DefaultValue::Described("(discover)"),
+    help: "comma-separated account ids; empty = every open account from GET /accounts",
+    expected: "comma-separated account ids",
+    parse: parse_list,
+    secret: false,
+};
+pub const ZONES: Setting<Vec<String>> = Setting {
+    name: "FLEXCLOUD_ZONES",
+    default: DefaultValue::Described("(discover)"),
+    help: "comma-separated zone ids for every account; empty = each account's zones",
+    expected: "comma-separated zone ids",
+    parse: parse_list,
+    secret: false,
+};
+pub const INTERVAL: Setting<Duration> = Setting {
+    name: "FLEXCLOUD_INTERVAL",
+    default: DefaultValue::Value("60s"),
+    help: "time between collection cycles",
+    expected: DURATION,
+    parse: parse_duration,
+    secret: false,
+};
+pub const TIMEOUT: Setting<Duration> = Setting {
+    name: "FLEXCLOUD_TIMEOUT",
+    default: DefaultValue::Value("10s"),
+    help: "limit for one API request, body included",
+    expected: DURATION,
+    parse: parse_duration,
+    secret: false,
+};
+pub const CONNECT_TIMEOUT: Setting<Duration> = Setting {
+    name: "FLEXCLOUD_CONNECT_TIMEOUT",
+    default: DefaultValue::Value("5s"),
+    help: "limit for opening a connection to the API",
+    expected: DURATION,
+    parse: parse_duration,
+    secret: false,
+};
+pub const CONCURRENCY: Setting<usize> = Setting {
+    name: "FLEXCLOUD_CONCURRENCY",
+    default: DefaultValue::Value("8"),
+    help: "API requests in flight at most",
+    expected: "a whole number from 1 to 1024",
+    parse: |text| parse_number(text, 1, 1024),
+    secret: false,
+};
+pub const STALE_AFTER: Setting<Duration> = Setting {
+    name: "FLEXCLOUD_STALE_AFTER",
+    default: DefaultValue::Described("3 x interval"),
+    help: "how long image gauges of a failing zone keep their last good values",
+    expected: DURATION,
+    parse: parse_duration,
+    secret: false,
+};
+pub const SAVING_SERIES_LIMIT: Setting<usize> = Setting {
+    name: "FLEXCLOUD_SAVING_SERIES_LIMIT",
+    default: DefaultValue::Value("500"),
+    help: "most per-image SAVING series exported (oldest kept)",
+    expected: "a whole number from 0 to 100000",
+    parse: |text| parse_number(text, 0, 100_000),
+    secret: false,
+};
+pub const MAX_BODY_BYTES: Setting<usize> = Setting {
+    name: "FLEXCLOUD_MAX_BODY_BYTES",
+    default: DefaultValue::Value("33554432"),
+    help: "largest API response body accepted (32 MiB)",
+    expected: "a whole number of bytes from 1024 to 1073741824",
+    parse: |text| parse_number(text, 1024, 1024 * 1024 * 1024),
+    secret: false,
+};
+pub const ALLOW_INSECURE_HTTP: Setting<bool> = Setting {
+    name: "FLEXCLOUD_ALLOW_INSECURE_HTTP",
+    default: DefaultValue::Value("false"),
+    help: "allow sending credentials over plain HTTP to a non-loopback host",
+    expected: BOOL,
+    parse: parse_bool,
+    secret: false,
+};
+pub const READ_TIMEOUT: Setting<Duration> = Setting {
+    name: "FLEXCLOUD_READ_TIMEOUT",
+    default: DefaultValue::Value("5s"),
+    help: "limit for one read from the API's connection (cuts stalled bodies early)",
+    expected: DURATION,
+    parse: parse_duration,
+    secret: false,
+};
+pub const CA_FILE: Setting<PathBuf> = Setting {
+    name: "FLEXCLOUD_CA_FILE",
+    default: DefaultValue::Unset,
+    help: "PEM file of extra CA certificates to trust for the API",
+    expected: "a path",
+    parse: parse_path,
+    secret: false,
+};
+pub const TLS_INSECURE_SKIP_VERIFY: Setting<bool> = Setting {
+    name: "FLEXCLOUD_TLS_INSECURE_SKIP_VERIFY",
+    default: DefaultValue::Value("false"),
+    help: "do not verify the API's TLS certificate (dangerous; logged loudly)",
+    expected: BOOL,
+    parse: parse_bool,
+    secret: false,
+};
+pub const SHARD: Setting<Shard> = Setting {
+    name: "FLEXCLOUD_SHARD",
+    default: DefaultValue::Unset,
+    help: "N/M: collect only shard N of M of the accounts (stable hash of the account id)",
+    expected: "N/M with 1 <= N <= M, e.g. 2/5",
+    parse: Shard::parse,
+    secret: false,
+};
+pub const WEB_CONFIG_FILE: Setting<PathBuf> = Setting {
+    name: "FLEXCLOUD_WEB_CONFIG_FILE",
+    default: DefaultValue::Unset,
+    help: "exporter-toolkit web config (TLS, basic auth) for the endpoint",
+    expected: "a path",
+    parse: parse_path,
+    secret: false,
+};
+pub const LISTEN_ADDRESS: Setting<SocketAddr> = Setting {
+    name: "FLEXCLOUD_LISTEN_ADDRESS",
+    default: DefaultValue::Value("0.0.0.0:9819"),
+    help: "where /metrics is served",
+    expected: "host:port with an IP address, e.g. 0.0.0.0:9819",
+    parse: |text| text.parse().ok(),
+    secret: false,
+};
+pub const LOG: Setting<String> = Setting {
+    name: "FLEXCLOUD_LOG",
+    default: DefaultValue::Value("info"),
+    help: "tracing filter, e.g. debug or flexcloud_exporter=debug",
+    expected: "a tracing filter such as info, debug or flexcloud_exporter=debug,warn",
+    parse: |text| telemetry::filter_is_valid(text).then(|| text.to_string()),
+    secret: false,
+};
+pub const LOG_FORMAT: Setting<LogFormat> = Setting {
+    name: "FLEXCLOUD_LOG_FORMAT",
+    default: DefaultValue::Value("text"),
+    help: "log format: text or json",
+    expected: "text or json",
+    parse: LogFormat::parse,
+    secret: false,
+};
+
+/// Every setting, in the order `--help` and the README list them.
+pub const SETTINGS: &[SettingDoc] = &[
+    API_URL.doc(),
+    USERNAME.doc(),
+    PASSWORD.doc(),
+    PASSWORD_FILE.doc(),
+    ACCOUNTS.doc(),
+    ZONES.doc(),
+    INTERVAL.doc(),
+    TIMEOUT.doc(),
+    CONNECT_TIMEOUT.doc(),
+    CONCURRENCY.doc(),
+    STALE_AFTER.doc(),
+    SAVING_SERIES_LIMIT.doc(),
+    MAX_BODY_BYTES.doc(),
+    ALLOW_INSECURE_HTTP.doc(),
+    READ_TIMEOUT.doc(),
+    CA_FILE.doc(),
+    TLS_INSECURE_SKIP_VERIFY.doc(),
+    SHARD.doc(),
+    WEB_CONFIG_FILE.doc(),
+    LISTEN_ADDRESS.doc(),
+    LOG.doc(),
+    LOG_FORMAT.doc(),
 ];
 
-pub const DEFAULT_PORT: u16 = 9819;
+const DURATION: &str = "a positive duration such as 30s, 5m or 1h30m";
+const BOOL: &str = "true or false";
 
 /// A setting that stops the program before it serves anything.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +292,8 @@ pub enum ConfigError {
         expected: &'static str,
         value: String,
     },
+    #[error("{var} is not valid UTF-8")]
+    NotUnicode { var: String },
     #[error("{var}: cannot read {path}: {source}")]
     File {
         var: &'static str,
@@ -135,14 +301,6 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot read the environment: {0}")]
-    Environment(#[from] envy::Error),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// The validated configuration.
@@ -170,176 +328,197 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
-/// The environment as strings; each is parsed below so an error can name its variable.
-#[derive(Debug, Default, Deserialize)]
-struct RawEnv {
-    api_url: Option<String>,
-    username: Option<String>,
-    password: Option<SecretString>,
-    password_file: Option<String>,
-    accounts: Option<String>,
-    zones: Option<String>,
-    interval: Option<String>,
-    timeout: Option<String>,
-    connect_timeout: Option<String>,
-    concurrency: Option<String>,
-    stale_after: Option<String>,
-    saving_series_limit: Option<String>,
-    max_body_bytes: Option<String>,
-    allow_insecure_http: Option<String>,
-    read_timeout: Option<String>,
-    ca_file: Option<String>,
-    tls_insecure_skip_verify: Option<String>,
-    shard: Option<String>,
-    web_config_file: Option<String>,
-    listen_address: Option<String>,
-    log: Option<String>,
-    log_format: Option<String>,
+/// Where the API is and who the exporter is to it.
+#[derive(Debug, Clone)]
+pub struct ApiAccess {
+    pub url: Url,
+    pub username: String,
+    pub password: SecretString,
+}
+
+/// Defaults that a mode other than the plain exporter puts in place of the declared ones,
+/// for settings the user left unset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModeDefaults {
+    pub listen_address: Option<SocketAddr>,
+    pub interval: Option<Duration>,
+}
+
+/// The `FLEXCLOUD_*` variables of an environment.
+struct Env(BTreeMap<String, String>);
+
+impl Env {
+    fn read<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        let mut found = BTreeMap::new();
+        for (name, value) in vars {
+            // A name that is not UTF-8 cannot be one of ours.
+            let Some(name) = name.as_ref().to_str() else {
+                continue;
+            };
+            if !name.starts_with(PREFIX) {
+                continue;
+            }
+            let value = value
+                .as_ref()
+                .to_str()
+                .ok_or_else(|| ConfigError::NotUnicode { var: name.into() })?;
+            found.insert(name.to_string(), value.to_string());
+        }
+        Ok(Env(found))
+    }
+
+    /// The variable's value, `None` when unset or empty.
+    fn text(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The setting's value, its default when unset, `None` when it has no value default.
+    fn get<T>(&self, setting: &Setting<T>) -> Result<Option<T>, ConfigError> {
+        let text = match (self.text(setting.name), setting.default) {
+            (Some(text), _) | (None, DefaultValue::Value(text)) => text,
+            (None, _) => return Ok(None),
+        };
+        (setting.parse)(text)
+            .map(Some)
+            .ok_or_else(|| ConfigError::Invalid {
+                var: setting.name,
+                expected: setting.expected,
+                value: if setting.secret {
+                    "***".into()
+                } else {
+                    redact_userinfo(text)
+                },
+            })
+    }
+
+    /// The value of a setting that has a value default or must be set.
+    fn required<T>(&self, setting: &Setting<T>) -> Result<T, ConfigError> {
+        self.get(setting)?.ok_or(ConfigError::Missing {
+            var: setting.name,
+            expected: setting.expected,
+        })
+    }
 }
 
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(std::env::vars())
+        Self::from_vars(std::env::vars_os())
     }
 
     /// Reads settings from `(name, value)` pairs; only `FLEXCLOUD_*` names count.
-    pub fn from_vars(
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let raw: RawEnv = envy::prefixed("FLEXCLOUD_").from_iter(vars)?;
-        let password = match (raw.password, raw.password_file) {
-            (Some(p), _) => p,
-            (None, Some(path)) if !path.is_empty() => read_password_file(&path)?,
-            _ => {
-                return Err(ConfigError::Missing {
-                    var: "FLEXCLOUD_PASSWORD",
-                    expected: "set FLEXCLOUD_PASSWORD or FLEXCLOUD_PASSWORD_FILE",
-                });
-            }
-        };
-        let username = raw
-            .username
-            .filter(|u| !u.is_empty())
-            .ok_or(ConfigError::Missing {
-                var: "FLEXCLOUD_USERNAME",
-                expected: "the API user name",
-            })?;
-        let api_url = parse_api_url(raw.api_url.as_deref())?;
-        let allow_insecure = parse_bool(
-            "FLEXCLOUD_ALLOW_INSECURE_HTTP",
-            raw.allow_insecure_http.as_deref(),
-        )?;
-        if api_url.scheme() == "http" && !allow_insecure && !is_loopback(&api_url) {
-            return Err(ConfigError::Invalid {
-                var: "FLEXCLOUD_API_URL",
-                expected: "an https:// URL (plain http only to loopback, or with FLEXCLOUD_ALLOW_INSECURE_HTTP=true)",
-                value: api_url.to_string(),
-            });
-        }
-        let interval = parse_duration(
-            "FLEXCLOUD_INTERVAL",
-            raw.interval.as_deref(),
-            Duration::from_secs(60),
-        )?;
-        let stale_after = parse_duration(
-            "FLEXCLOUD_STALE_AFTER",
-            raw.stale_after.as_deref(),
-            interval * 3,
-        )?;
-        let log_format = match raw.log_format.as_deref().unwrap_or("text") {
-            "text" | "" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(ConfigError::Invalid {
-                    var: "FLEXCLOUD_LOG_FORMAT",
-                    expected: "text or json",
-                    value: other.into(),
-                });
-            }
-        };
-        let log = raw
-            .log
-            .filter(|l| !l.is_empty())
-            .unwrap_or_else(|| "info".into());
-        if !crate::telemetry::filter_is_valid(&log) {
-            return Err(ConfigError::Invalid {
-                var: "FLEXCLOUD_LOG",
-                expected: "a tracing filter such as info, debug or flexcloud_exporter=debug,warn",
-                value: log,
-            });
-        }
-        let listen = raw.listen_address.unwrap_or_default();
-        let listen_address = if listen.is_empty() {
-            SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))
-        } else {
-            listen.parse().map_err(|_| ConfigError::Invalid {
-                var: "FLEXCLOUD_LISTEN_ADDRESS",
-                expected: "host:port with an IP address, e.g. 0.0.0.0:9819",
-                value: listen.clone(),
-            })?
-        };
-        Ok(Config {
-            api_url,
-            username,
-            password,
-            accounts: parse_list(raw.accounts.as_deref()),
-            zones: parse_list(raw.zones.as_deref()),
-            interval,
-            timeout: parse_duration(
-                "FLEXCLOUD_TIMEOUT",
-                raw.timeout.as_deref(),
-                Duration::from_secs(10),
-            )?,
-            connect_timeout: parse_duration(
-                "FLEXCLOUD_CONNECT_TIMEOUT",
-                raw.connect_timeout.as_deref(),
-                Duration::from_secs(5),
-            )?,
-            concurrency: parse_number(
-                "FLEXCLOUD_CONCURRENCY",
-                raw.concurrency.as_deref(),
-                8,
-                1..=1024,
-            )?,
-            stale_after,
-            saving_series_limit: parse_number(
-                "FLEXCLOUD_SAVING_SERIES_LIMIT",
-                raw.saving_series_limit.as_deref(),
-                500,
-                0..=100_000,
-            )?,
-            max_body_bytes: parse_number(
-                "FLEXCLOUD_MAX_BODY_BYTES",
-                raw.max_body_bytes.as_deref(),
-                32 * 1024 * 1024,
-                1024..=1024 * 1024 * 1024,
-            )?,
-            read_timeout: parse_duration(
-                "FLEXCLOUD_READ_TIMEOUT",
-                raw.read_timeout.as_deref(),
-                Duration::from_secs(5),
-            )?,
-            ca_file: existing_file("FLEXCLOUD_CA_FILE", raw.ca_file.as_deref())?,
-            tls_insecure_skip_verify: parse_bool(
-                "FLEXCLOUD_TLS_INSECURE_SKIP_VERIFY",
-                raw.tls_insecure_skip_verify.as_deref(),
-            )?,
-            shard: raw
-                .shard
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .map(Shard::parse)
-                .transpose()?,
-            web_config_file: existing_file(
-                "FLEXCLOUD_WEB_CONFIG_FILE",
-                raw.web_config_file.as_deref(),
-            )?,
-            listen_address,
-            log,
-            log_format,
-        })
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        let env = Env::read(vars)?;
+        let access = api_access(&env)?;
+        build(&env, access, ModeDefaults::default())
     }
+
+    /// Settings for an API the caller provides (demo mode): the API URL and credentials
+    /// are `access`, whatever the environment says; `defaults` replace declared defaults
+    /// of settings the environment leaves unset.
+    pub fn with_api<I, K, V>(
+        vars: I,
+        access: ApiAccess,
+        defaults: ModeDefaults,
+    ) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        let env = Env::read(vars)?;
+        build(&env, access, defaults)
+    }
+
+    /// The extra CA certificates of `FLEXCLOUD_CA_FILE`, parsed.
+    pub fn ca_certificates(&self) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+        let Some(path) = &self.ca_file else {
+            return Ok(Vec::new());
+        };
+        let pem = std::fs::read(path).map_err(|source| ConfigError::File {
+            var: CA_FILE.name,
+            path: path.display().to_string(),
+            source,
+        })?;
+        match reqwest::Certificate::from_pem_bundle(&pem) {
+            Ok(certs) if !certs.is_empty() => Ok(certs),
+            _ => Err(ConfigError::Invalid {
+                var: CA_FILE.name,
+                expected: "a PEM file with at least one certificate",
+                value: path.display().to_string(),
+            }),
+        }
+    }
+}
+
+fn api_access(env: &Env) -> Result<ApiAccess, ConfigError> {
+    let password = match (env.get(&PASSWORD)?, env.get(&PASSWORD_FILE)?) {
+        (Some(p), _) => p,
+        (None, Some(path)) => read_password_file(&path)?,
+        (None, None) => env.required(&PASSWORD)?,
+    };
+    let username = env.required(&USERNAME)?;
+    Ok(ApiAccess {
+        url: env.required(&API_URL)?,
+        username,
+        password,
+    })
+}
+
+fn build(env: &Env, access: ApiAccess, defaults: ModeDefaults) -> Result<Config, ConfigError> {
+    let allow_insecure = env.required(&ALLOW_INSECURE_HTTP)?;
+    if access.url.scheme() == "http" && !allow_insecure && !is_loopback(&access.url) {
+        return Err(ConfigError::Invalid {
+            var: API_URL.name,
+            expected: "an https:// URL (plain http only to loopback, or with FLEXCLOUD_ALLOW_INSECURE_HTTP=true)",
+            value: access.url.to_string(),
+        });
+    }
+    let interval = match (env.text(INTERVAL.name), defaults.interval) {
+        (None, Some(interval)) => interval,
+        _ => env.required(&INTERVAL)?,
+    };
+    let listen_address = match (env.text(LISTEN_ADDRESS.name), defaults.listen_address) {
+        (None, Some(address)) => address,
+        _ => env.required(&LISTEN_ADDRESS)?,
+    };
+    Ok(Config {
+        api_url: access.url,
+        username: access.username,
+        password: access.password,
+        accounts: env.get(&ACCOUNTS)?.unwrap_or_default(),
+        zones: env.get(&ZONES)?.unwrap_or_default(),
+        interval,
+        timeout: env.required(&TIMEOUT)?,
+        connect_timeout: env.required(&CONNECT_TIMEOUT)?,
+        concurrency: env.required(&CONCURRENCY)?,
+        stale_after: env
+            .get(&STALE_AFTER)?
+            .unwrap_or_else(|| interval.saturating_mul(3)),
+        saving_series_limit: env.required(&SAVING_SERIES_LIMIT)?,
+        max_body_bytes: env.required(&MAX_BODY_BYTES)?,
+        read_timeout: env.required(&READ_TIMEOUT)?,
+        ca_file: existing_file(CA_FILE.name, env.get(&CA_FILE)?)?,
+        tls_insecure_skip_verify: env.required(&TLS_INSECURE_SKIP_VERIFY)?,
+        shard: env.get(&SHARD)?,
+        web_config_file: existing_file(WEB_CONFIG_FILE.name, env.get(&WEB_CONFIG_FILE)?)?,
+        listen_address,
+        log: env.required(&LOG)?,
+        log_format: env.required(&LOG_FORMAT)?,
+    })
 }
 
 /// One shard of the accounts: this instance collects the accounts whose stable hash
@@ -352,19 +531,11 @@ pub struct Shard {
 }
 
 impl Shard {
-    fn parse(text: &str) -> Result<Self, ConfigError> {
-        let invalid = || ConfigError::Invalid {
-            var: "FLEXCLOUD_SHARD",
-            expected: "N/M with 1 <= N <= M, e.g. 2/5",
-            value: text.into(),
-        };
-        let (index, count) = text.trim().split_once('/').ok_or_else(invalid)?;
-        let index: u32 = index.trim().parse().map_err(|_| invalid())?;
-        let count: u32 = count.trim().parse().map_err(|_| invalid())?;
-        if index == 0 || count == 0 || index > count {
-            return Err(invalid());
-        }
-        Ok(Shard { index, count })
+    fn parse(text: &str) -> Option<Self> {
+        let (index, count) = text.trim().split_once('/')?;
+        let index: u32 = index.trim().parse().ok()?;
+        let count: u32 = count.trim().parse().ok()?;
+        (index >= 1 && index <= count).then_some(Shard { index, count })
     }
 
     /// Whether this shard collects `account`. FNV-1a is fixed by its definition, so every
@@ -377,33 +548,10 @@ impl Shard {
     }
 }
 
-impl Config {
-    /// The extra CA certificates of `FLEXCLOUD_CA_FILE`, parsed.
-    pub fn ca_certificates(&self) -> Result<Vec<reqwest::Certificate>, ConfigError> {
-        let Some(path) = &self.ca_file else {
-            return Ok(Vec::new());
-        };
-        let pem = std::fs::read(path).map_err(|source| ConfigError::File {
-            var: "FLEXCLOUD_CA_FILE",
-            path: path.display().to_string(),
-            source,
-        })?;
-        match reqwest::Certificate::from_pem_bundle(&pem) {
-            Ok(certs) if !certs.is_empty() => Ok(certs),
-            _ => Err(ConfigError::Invalid {
-                var: "FLEXCLOUD_CA_FILE",
-                expected: "a PEM file with at least one certificate",
-                value: path.display().to_string(),
-            }),
-        }
-    }
-}
-
-fn existing_file(var: &'static str, value: Option<&str>) -> Result<Option<PathBuf>, ConfigError> {
-    let Some(path) = value.filter(|v| !v.is_empty()) else {
+fn existing_file(var: &'static str, path: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(path) = path else {
         return Ok(None);
     };
-    let path = PathBuf::from(path);
     std::fs::metadata(&path).map_err(|source| ConfigError::File {
         var,
         path: path.display().to_string(),
@@ -412,35 +560,38 @@ fn existing_file(var: &'static str, value: Option<&str>) -> Result<Option<PathBu
     Ok(Some(path))
 }
 
-fn read_password_file(path: &str) -> Result<SecretString, ConfigError> {
-    let text =
-        std::fs::read_to_string(PathBuf::from(path)).map_err(|source| ConfigError::File {
-            var: "FLEXCLOUD_PASSWORD_FILE",
-            path: path.into(),
-            source,
-        })?;
+fn read_password_file(path: &std::path::Path) -> Result<SecretString, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+        var: PASSWORD_FILE.name,
+        path: path.display().to_string(),
+        source,
+    })?;
     let trimmed = text.strip_suffix('\n').unwrap_or(&text);
     let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
     if trimmed.is_empty() {
         return Err(ConfigError::Invalid {
-            var: "FLEXCLOUD_PASSWORD_FILE",
+            var: PASSWORD_FILE.name,
             expected: "a file holding the password",
-            value: format!("{path} (empty)"),
+            value: format!("{} (empty)", path.display()),
         });
     }
     Ok(SecretString::from(trimmed.to_string()))
 }
 
-fn parse_api_url(value: Option<&str>) -> Result<Url, ConfigError> {
-    let text = value
-        .filter(|v| !v.is_empty())
-        .unwrap_or("https://api.hostway.com");
-    let invalid = || ConfigError::Invalid {
-        var: "FLEXCLOUD_API_URL",
-        expected: "an http(s) URL without credentials, query or fragment, e.g. https://api.hostway.com",
-        value: redact_userinfo(text),
-    };
-    let mut url = Url::parse(text).map_err(|_| invalid())?;
+fn parse_text(text: &str) -> Option<String> {
+    Some(text.to_string())
+}
+
+fn parse_secret(text: &str) -> Option<SecretString> {
+    Some(SecretString::from(text.to_string()))
+}
+
+fn parse_path(text: &str) -> Option<PathBuf> {
+    Some(PathBuf::from(text))
+}
+
+fn parse_api_url(text: &str) -> Option<Url> {
+    let mut url = Url::parse(text).ok()?;
     let plain = matches!(url.scheme(), "http" | "https")
         && url.host().is_some()
         && url.username().is_empty()
@@ -448,14 +599,14 @@ fn parse_api_url(value: Option<&str>) -> Result<Url, ConfigError> {
         && url.query().is_none()
         && url.fragment().is_none();
     if !plain {
-        return Err(invalid());
+        return None;
     }
     // Paths are joined onto the base, so it must end in a slash to keep a prefix.
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
         url.set_path(&path);
     }
-    Ok(url)
+    Some(url)
 }
 
 /// Never echo a password typed into a URL back in an error.
@@ -477,75 +628,39 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
-fn parse_list(value: Option<&str>) -> Vec<String> {
-    let mut seen = BTreeSet::new();
-    value
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty() && seen.insert(s.to_string()))
-        .map(String::from)
-        .collect()
+/// Trimmed, without empty items or repeats, in the order given.
+fn parse_list(text: &str) -> Option<Vec<String>> {
+    let mut items: Vec<String> = Vec::new();
+    for item in text.split(',').map(str::trim) {
+        if !item.is_empty() && !items.iter().any(|i| i == item) {
+            items.push(item.to_string());
+        }
+    }
+    Some(items)
 }
 
-fn parse_duration(
-    var: &'static str,
-    value: Option<&str>,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    let Some(text) = value.filter(|v| !v.is_empty()) else {
-        return Ok(default);
-    };
-    match humantime::parse_duration(text) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(ConfigError::Invalid {
-            var,
-            expected: "a positive duration such as 30s, 5m or 1h30m",
-            value: text.into(),
-        }),
+fn parse_duration(text: &str) -> Option<Duration> {
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|d| !d.is_zero())
+}
+
+fn parse_number(text: &str, min: usize, max: usize) -> Option<usize> {
+    text.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "false" | "0" | "no" => Some(false),
+        "true" | "1" | "yes" => Some(true),
+        _ => None,
     }
 }
 
-fn parse_number(
-    var: &'static str,
-    value: Option<&str>,
-    default: usize,
-    range: std::ops::RangeInclusive<usize>,
-) -> Result<usize, ConfigError> {
-    let Some(text) = value.filter(|v| !v.is_empty()) else {
-        return Ok(default);
-    };
-    match text.trim().parse::<usize>() {
-        Ok(n) if range.contains(&n) => Ok(n),
-        _ => Err(ConfigError::Invalid {
-            var,
-            expected: number_expectation(var),
-            value: text.into(),
-        }),
-    }
-}
-
-fn number_expectation(var: &str) -> &'static str {
-    match var {
-        "FLEXCLOUD_CONCURRENCY" => "a whole number from 1 to 1024",
-        "FLEXCLOUD_SAVING_SERIES_LIMIT" => "a whole number from 0 to 100000",
-        _ => "a whole number of bytes from 1024 to 1073741824",
-    }
-}
-
-fn parse_bool(var: &'static str, value: Option<&str>) -> Result<bool, ConfigError> {
-    match value.unwrap_or("").to_ascii_lowercase().as_str() {
-        "" | "false" | "0" | "no" => Ok(false),
-        "true" | "1" | "yes" => Ok(true),
-        other => Err(ConfigError::Invalid {
-            var,
-            expected: "true or false",
-            value: other.into(),
-        }),
-    }
-}
-
-/// The `--help` text: usage and every variable with its default.
+/// The `--help` text: usage and every setting with its default.
 pub fn help_text() -> String {
     let mut text = String::from(concat!(
         "flexcloud-exporter ",
@@ -556,18 +671,19 @@ pub fn help_text() -> String {
         "  flexcloud-exporter --demo          run against a built-in simulated API (no credentials)\n",
         "  flexcloud-exporter --once          run one cycle, print the metrics, exit 0 if every probe succeeded\n",
         "  flexcloud-exporter --health-check URL   exit 0 if URL answers 200 within 5s, else 1\n",
-        "  flexcloud-exporter simulate --scenario FILE [--listen ADDR] [--print-scenario]\n",
-        "                                     serve the API simulator (default listen 127.0.0.1:0)\n",
         "  flexcloud-exporter --help | --version\n\n",
+        "The simulated API on its own is the flexcloud-sim binary of this repository.\n\n",
         "ENVIRONMENT (default in brackets):\n",
     ));
-    for (name, default, meaning) in VARIABLES {
-        let default = if default.is_empty() {
-            String::new()
-        } else {
-            format!(" [{default}]")
+    for setting in SETTINGS {
+        let default = match setting.default.shown() {
+            "" => String::new(),
+            shown => format!(" [{shown}]"),
         };
-        text.push_str(&format!("  {name:<35} {meaning}{default}\n"));
+        text.push_str(&format!(
+            "  {:<35} {}{default}\n",
+            setting.name, setting.help
+        ));
     }
     text.push_str("\nExit codes: 0 ok, 1 failure at run time (or a failed probe with --once), 2 bad setting or usage.\n");
     text
@@ -602,21 +718,41 @@ mod tests {
         assert_eq!(c.api_url.as_str(), "https://api.hostway.com/");
         assert_eq!(c.interval, Duration::from_secs(60));
         assert_eq!(c.timeout, Duration::from_secs(10));
+        assert_eq!(c.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.read_timeout, Duration::from_secs(5));
         assert_eq!(c.concurrency, 8);
+        assert_eq!(c.saving_series_limit, 500);
+        assert_eq!(c.max_body_bytes, 32 * 1024 * 1024);
         assert_eq!(c.stale_after, Duration::from_secs(180));
         assert_eq!(c.listen_address, "0.0.0.0:9819".parse().unwrap());
+        assert_eq!(c.listen_address.port(), DEFAULT_PORT);
         assert!(c.accounts.is_empty() && c.zones.is_empty());
+        assert!(c.shard.is_none() && c.ca_file.is_none() && c.web_config_file.is_none());
+        assert!(!c.tls_insecure_skip_verify);
+        assert_eq!(c.log, "info");
         assert_eq!(c.log_format, LogFormat::Text);
     }
 
     #[test]
-    fn lists_are_trimmed_and_deduplicated() {
+    fn the_stale_bound_follows_the_interval_unless_set() {
+        let c = with(&[("FLEXCLOUD_INTERVAL", "10s")]).unwrap();
+        assert_eq!(c.stale_after, Duration::from_secs(30));
         let c = with(&[
-            ("FLEXCLOUD_ACCOUNTS", " a, b,,a "),
+            ("FLEXCLOUD_INTERVAL", "10s"),
+            ("FLEXCLOUD_STALE_AFTER", "2m"),
+        ])
+        .unwrap();
+        assert_eq!(c.stale_after, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn lists_are_trimmed_and_deduplicated_in_order() {
+        let c = with(&[
+            ("FLEXCLOUD_ACCOUNTS", " b, a,,b "),
             ("FLEXCLOUD_ZONES", "Z1"),
         ])
         .unwrap();
-        assert_eq!(c.accounts, ["a", "b"]);
+        assert_eq!(c.accounts, ["b", "a"]);
         assert_eq!(c.zones, ["Z1"]);
     }
 
@@ -634,11 +770,45 @@ mod tests {
             ("FLEXCLOUD_API_URL", "http://api.example.com"),
             ("FLEXCLOUD_MAX_BODY_BYTES", "10"),
             ("FLEXCLOUD_ALLOW_INSECURE_HTTP", "maybe"),
+            ("FLEXCLOUD_SAVING_SERIES_LIMIT", "100001"),
         ];
         for (var, value) in cases {
             let err = with(&[(var, value)]).unwrap_err().to_string();
             assert!(err.starts_with(var), "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn every_value_default_parses() {
+        for setting in SETTINGS {
+            let DefaultValue::Value(text) = setting.default else {
+                continue;
+            };
+            // Set the default explicitly: it must be accepted like any other value.
+            let c = with(&[(setting.name, text)]);
+            assert!(c.is_ok(), "{}={text}: {:?}", setting.name, c.err());
+        }
+    }
+
+    #[test]
+    fn a_non_utf8_value_names_the_variable_and_not_the_value() {
+        use std::os::unix::ffi::OsStringExt;
+        let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = base()
+            .into_iter()
+            .filter(|(k, _)| k != "FLEXCLOUD_PASSWORD")
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        vars.push((
+            "FLEXCLOUD_PASSWORD".into(),
+            std::ffi::OsString::from_vec(b"hunter2\xff".to_vec()),
+        ));
+        // Variables of other programs may hold anything.
+        vars.push((
+            "OTHER".into(),
+            std::ffi::OsString::from_vec(b"\xfe".to_vec()),
+        ));
+        let err = Config::from_vars(vars).unwrap_err().to_string();
+        assert_eq!(err, "FLEXCLOUD_PASSWORD is not valid UTF-8");
     }
 
     #[test]
@@ -698,6 +868,41 @@ mod tests {
     }
 
     #[test]
+    fn an_api_of_the_callers_takes_the_mode_defaults_unless_set() {
+        let access = ApiAccess {
+            url: Url::parse("http://127.0.0.1:1/").unwrap(),
+            username: "demo".into(),
+            password: SecretString::from("pw"),
+        };
+        let defaults = ModeDefaults {
+            listen_address: Some("127.0.0.1:9819".parse().unwrap()),
+            interval: Some(Duration::from_secs(15)),
+        };
+        let c = Config::with_api(
+            env(&[("FLEXCLOUD_API_URL", "https://ignored.example.com")]),
+            access.clone(),
+            defaults,
+        )
+        .unwrap();
+        assert_eq!(c.api_url.as_str(), "http://127.0.0.1:1/");
+        assert_eq!(c.username, "demo");
+        assert_eq!(c.listen_address, "127.0.0.1:9819".parse().unwrap());
+        assert_eq!(c.interval, Duration::from_secs(15));
+        assert_eq!(c.stale_after, Duration::from_secs(45));
+        let c = Config::with_api(
+            env(&[
+                ("FLEXCLOUD_INTERVAL", "20s"),
+                ("FLEXCLOUD_LISTEN_ADDRESS", "0.0.0.0:1234"),
+            ]),
+            access,
+            defaults,
+        )
+        .unwrap();
+        assert_eq!(c.interval, Duration::from_secs(20));
+        assert_eq!(c.listen_address, "0.0.0.0:1234".parse().unwrap());
+    }
+
+    #[test]
     fn shards_parse_and_split_accounts_exactly_once() {
         for bad in ["0/3", "4/3", "1", "a/b", "1/0"] {
             let err = with(&[("FLEXCLOUD_SHARD", bad)]).unwrap_err().to_string();
@@ -733,10 +938,17 @@ mod tests {
     }
 
     #[test]
-    fn help_lists_every_variable() {
+    fn help_lists_every_setting_with_its_default() {
         let help = help_text();
-        for (name, default, _) in VARIABLES {
-            assert!(help.contains(name) && help.contains(default), "{name}");
+        for setting in SETTINGS {
+            let line = help
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("{} ", setting.name)))
+                .unwrap_or_else(|| panic!("no line for {}", setting.name));
+            match setting.default.shown() {
+                "" => assert!(!line.ends_with(']'), "{line}"),
+                shown => assert!(line.ends_with(&format!("[{shown}]")), "{line}"),
+            }
         }
     }
 

@@ -114,7 +114,7 @@ fn outcome_text(outcome: &Outcome) -> String {
     let detail = outcome
         .detail
         .as_deref()
-        .unwrap_or(outcome.error_kind.unwrap_or("failed"));
+        .unwrap_or(outcome.error_kind.map_or("failed", |k| k.as_str()));
     format!("failed: {}", esc(detail))
 }
 
@@ -132,7 +132,7 @@ mod tests {
                 probe: Some(Outcome {
                     success: false,
                     http_status: 500,
-                    error_kind: Some("http_status"),
+                    error_kind: Some(crate::api::ErrorKind::HttpStatus),
                     detail: Some("<img src=x onerror=alert(2)>".into()),
                     duration: Duration::from_millis(5),
                 }),

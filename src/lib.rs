@@ -1,28 +1,233 @@
 //! flexcloud-exporter: a Prometheus exporter for the Hostway FlexCloud image API.
 //!
+//! [`Exporter::new`] checks a [`config::Config`] and builds everything that can fail at
+//! start-up; [`Exporter::serve`] then runs the collector in the background and serves the
+//! endpoints on a listener the caller bound, until a [`Shutdown`] fires. [`run`] does both,
+//! for tests with a port-0 listener. Nothing here prints; the binary does.
+//!
 //! # Layout
-//! - [`config`]: `FLEXCLOUD_*` settings, defaults and validation.
-//! - [`api`]: the FlexCloud client (HTTP, paging, retries, typed models, errors).
-//! - [`snapshot`]: our typed view of one cycle and the stale-data rule.
-//! - [`collector`]: the cycle: discovery, probes, concurrency, schedule, shutdown.
-//! - [`metrics`]: every metric name and help text; snapshot -> exposition bytes.
-//! - [`server`]: the HTTP endpoints `/metrics`, `/`, `/-/healthy`, `/-/ready`.
-//! - [`landing`]: the HTML landing page.
-//! - [`webconfig`]: the exporter-toolkit web config file: TLS and Basic auth for the endpoint.
-//! - [`telemetry`]: the tracing subscriber.
-//! - [`simulator`]: the fake FlexCloud API used by tests, the demo and fault drills.
-//! - [`timestamp`]: the API's zone-less timestamps.
-//! - [`app`]: wiring for `main`: run the exporter, the demo, one cycle, a health check.
+//! Layers, lowest first. A module imports only from its own layer's helpers and from lower
+//! layers; a lower layer reaches a higher one only through a trait it defines and the higher
+//! one implements ([`api::RequestObserver`], [`collector::Cycle`]).
+//! 0. [`timestamp`], [`telemetry`]: the API's timestamps; the tracing subscriber and
+//!    [`telemetry::LogFormat`]. They import nothing of the crate.
+//! 1. [`config`]: `FLEXCLOUD_*` settings, one declaration each.
+//! 2. [`api`]: the FlexCloud client (HTTP, paging, retries, typed models, errors), the
+//!    credential gate, and the request observer trait.
+//! 3. [`snapshot`]: our typed view of one cycle, built by pure functions from API answers;
+//!    the stale-data rule.
+//! 4. [`collector`]: the cycle: discovery, probes, concurrency, schedule, shutdown. It
+//!    builds snapshots, so it sits above them.
+//! 5. [`metrics`]: every metric name and help text, the SAVING cap; snapshot -> exposition
+//!    bytes, and [`metrics::Published`], what the server reads.
+//! 6. [`web`], [`landing`], [`server`]: the web config (schema, TLS, Basic auth), the status
+//!    page, and the endpoints with their one accept loop.
+//! 7. this file: wiring.
 
 pub mod api;
-pub mod app;
 pub mod collector;
 pub mod config;
 pub mod landing;
 pub mod metrics;
 pub mod server;
-pub mod simulator;
 pub mod snapshot;
 pub mod telemetry;
 pub mod timestamp;
-pub mod webconfig;
+pub mod web;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::api::{ApiClient, ApiError, ClientSettings};
+use crate::collector::{Collection, CollectorSettings};
+use crate::config::{Config, ConfigError};
+use crate::landing::PageInfo;
+use crate::metrics::{Exposition, Metrics, Published};
+use crate::server::ServerState;
+use crate::snapshot::Snapshot;
+use crate::web::{WebConfig, WebConfigError};
+
+/// Why the exporter cannot start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    WebConfig(#[from] WebConfigError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl Error {
+    /// 2 for a setting or file the user must fix, 1 for failures at run time.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::WebConfig(_) => 2,
+            Error::Api(_) => 1,
+        }
+    }
+}
+
+/// A shutdown signal many tasks can wait on.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A signal and the trigger that fires it (dropping the trigger fires it too).
+    pub fn new() -> (watch::Sender<bool>, Self) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    /// Resolves once the trigger fired (or was dropped).
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+/// The exporter, checked and built, not yet running.
+#[derive(Debug)]
+pub struct Exporter {
+    config: Config,
+    web: WebConfig,
+    client: Arc<ApiClient>,
+    metrics: Arc<Metrics>,
+}
+
+impl Exporter {
+    /// Reads the web config file and the CA file and builds the API client, so that every
+    /// mistake in them stops start-up before a port is taken.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let web = WebConfig::load_optional(config.web_config_file.as_deref())?;
+        if config.tls_insecure_skip_verify {
+            warn!(api_url = %config.api_url, "FLEXCLOUD_TLS_INSECURE_SKIP_VERIFY is set: the API's TLS certificate is NOT verified; anyone on the path can read the credentials");
+        }
+        let metrics = Arc::new(Metrics::new(config.saving_series_limit));
+        let client = Arc::new(ApiClient::new(
+            ClientSettings::from_config(&config)?,
+            metrics.clone(),
+        )?);
+        Ok(Exporter {
+            config,
+            web,
+            client,
+            metrics,
+        })
+    }
+
+    /// Whether the endpoint is served over TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.web.tls.is_some()
+    }
+
+    /// The collector joined to the metrics, publishing each cycle.
+    pub fn pipeline(&self) -> Pipeline {
+        let collection = Collection::new(
+            self.client.clone(),
+            CollectorSettings::from_config(&self.config),
+        );
+        let initial = Published {
+            snapshot: None,
+            exposition: self.metrics.encode(None, SystemTime::now()),
+        };
+        Pipeline {
+            collection,
+            metrics: self.metrics.clone(),
+            published: watch::channel(Arc::new(initial)).0,
+        }
+    }
+
+    /// Collects in the background and serves the endpoints on `listener` until `shutdown`.
+    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) {
+        let pipeline = self.pipeline();
+        let state = ServerState {
+            published: pipeline.subscribe(),
+            info: Arc::new(PageInfo {
+                version: env!("CARGO_PKG_VERSION"),
+                api_url: self.config.api_url.to_string(),
+                interval: self.config.interval,
+            }),
+        };
+        let collector = tokio::spawn(pipeline.run(shutdown.clone()));
+        if let Ok(address) = listener.local_addr() {
+            info!(
+                address = %address,
+                api_url = %self.config.api_url,
+                interval = %humantime::format_duration(self.config.interval),
+                tls = self.web.tls.is_some(),
+                basic_auth_users = self.web.basic_auth.as_ref().map_or(0, |a| a.user_count()),
+                "listening"
+            );
+        }
+        let router = server::secured_router(state, &self.web);
+        server::serve(listener, router, self.web.tls.clone(), shutdown.wait()).await;
+        let _ = collector.await;
+    }
+
+    /// Runs one cycle and returns it with its exposition.
+    pub async fn collect_once(self) -> (Arc<Snapshot>, Exposition) {
+        let mut pipeline = self.pipeline();
+        let snapshot = pipeline.run_cycle().await;
+        let exposition = pipeline.subscribe().borrow().exposition.clone();
+        (snapshot, exposition)
+    }
+}
+
+/// The collector joined to the metrics: every finished cycle is encoded once and published
+/// to the readers of [`Pipeline::subscribe`].
+#[derive(Debug)]
+pub struct Pipeline {
+    collection: Collection,
+    metrics: Arc<Metrics>,
+    published: watch::Sender<Arc<Published>>,
+}
+
+impl Pipeline {
+    /// The latest published cycle, as the server reads it.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Published>> {
+        self.published.subscribe()
+    }
+
+    /// Runs one cycle now and publishes it.
+    pub async fn run_cycle(&mut self) -> Arc<Snapshot> {
+        let snapshot = self.collection.run_cycle().await;
+        publish(&self.metrics, &self.published, snapshot.clone());
+        snapshot
+    }
+
+    /// Runs cycles on the collector's schedule until `shutdown`.
+    pub async fn run(self, shutdown: Shutdown) {
+        let Pipeline {
+            collection,
+            metrics,
+            published,
+        } = self;
+        collection
+            .run(shutdown.wait(), |snapshot| {
+                publish(&metrics, &published, snapshot)
+            })
+            .await;
+    }
+}
+
+fn publish(metrics: &Metrics, published: &watch::Sender<Arc<Published>>, snapshot: Arc<Snapshot>) {
+    let exposition = metrics.encode(Some(&snapshot), SystemTime::now());
+    published.send_replace(Arc::new(Published {
+        snapshot: Some(snapshot),
+        exposition,
+    }));
+}
+
+/// Builds the exporter for `config` and serves it on `listener` until `shutdown`.
+pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    Exporter::new(config)?.serve(listener, shutdown).await;
+    Ok(())
+}

@@ -1,14 +1,19 @@
-//! The `flexcloud-exporter` command: parses the command line, then hands over to `app`.
+//! The `flexcloud-exporter` command: parses the command line into a [`Command`], loads the
+//! configuration, starts logging, binds, and hands over to the library.
+
+#[cfg(feature = "demo")]
+mod demo;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use flexcloud_exporter::app::{self, AppError, Shutdown};
-use flexcloud_exporter::config::{self, Config};
-use flexcloud_exporter::simulator::Scenario;
-use flexcloud_exporter::telemetry;
+use flexcloud_exporter::config::{self, Config, ConfigError};
+use flexcloud_exporter::{Error, Exporter, Shutdown, telemetry};
+use tokio::net::TcpListener;
+use tracing::info;
 
+/// What the command line asks for.
 enum Command {
     Run,
     Demo,
@@ -16,11 +21,6 @@ enum Command {
     Help,
     Version,
     HealthCheck(String),
-    Simulate {
-        scenario: PathBuf,
-        listen: SocketAddr,
-        print: bool,
-    },
 }
 
 fn parse_args() -> Result<Command, lexopt::Error> {
@@ -34,42 +34,16 @@ fn parse_args() -> Result<Command, lexopt::Error> {
             Long("demo") => command = Command::Demo,
             Long("once") => command = Command::Once,
             Long("health-check") => command = Command::HealthCheck(parser.value()?.string()?),
-            Value(v) if v == "simulate" => return parse_simulate(&mut parser),
             _ => return Err(arg.unexpected()),
         }
     }
     Ok(command)
 }
 
-fn parse_simulate(parser: &mut lexopt::Parser) -> Result<Command, lexopt::Error> {
-    use lexopt::prelude::*;
-    let mut scenario = None;
-    let mut listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut print = false;
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Long("scenario") => scenario = Some(PathBuf::from(parser.value()?)),
-            Long("listen") => listen = parser.value()?.parse()?,
-            Long("print-scenario") => print = true,
-            Long("help") | Short('h') => return Ok(Command::Help),
-            _ => return Err(arg.unexpected()),
-        }
-    }
-    let scenario = scenario.ok_or("simulate needs --scenario FILE")?;
-    Ok(Command::Simulate {
-        scenario,
-        listen,
-        print,
-    })
-}
-
 fn main() -> ExitCode {
     let command = match parse_args() {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("flexcloud-exporter: {e} (see --help)");
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error(&e.to_string()),
     };
     match command {
         Command::Help => {
@@ -80,87 +54,141 @@ fn main() -> ExitCode {
             println!("flexcloud-exporter {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Simulate {
-            scenario,
-            print: true,
-            ..
-        } => match Scenario::from_file(&scenario) {
-            Ok(s) => match serde_json::to_string_pretty(&s) {
-                Ok(json) => {
-                    println!("{json}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(&AppError::Scenario(e.into())),
-            },
-            Err(e) => fail(&AppError::Scenario(e)),
+        Command::HealthCheck(url) => match runtime() {
+            Ok(rt) if rt.block_on(health_check(&url)) => ExitCode::SUCCESS,
+            _ => ExitCode::FAILURE,
         },
-        other => run_async(other),
+        Command::Run => with_config(Config::from_env(), run),
+        Command::Once => with_config(Config::from_env(), once),
+        Command::Demo => demo(),
     }
 }
 
-fn run_async(command: Command) -> ExitCode {
+/// Checks the configuration, starts logging and the runtime, then runs `job`.
+fn with_config<F, Fut>(config: Result<Config, ConfigError>, job: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = Result<ExitCode, Error>>,
+{
     // Settings are checked before anything starts, so a bad one never half-starts.
-    let config = match &command {
-        Command::Run | Command::Once => match Config::from_env() {
-            Ok(c) => Some(c),
-            Err(e) => return fail(&AppError::Config(e)),
-        },
-        _ => None,
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => return fail(&Error::Config(e)),
     };
-    let (log, format) = config
-        .as_ref()
-        .map(|c| (c.log.clone(), c.log_format))
-        .unwrap_or_else(log_settings_from_env);
-    telemetry::init(&log, format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    telemetry::init(&config.log, config.log_format);
+    let runtime = match runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("flexcloud-exporter: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
-        let (trigger, shutdown) = Shutdown::new();
-        tokio::spawn(app::signal_shutdown(trigger));
-        let result = match (command, config) {
-            (Command::Run, Some(config)) => {
-                app::run_from_config(config, shutdown).await.map(|()| true)
-            }
-            (Command::Once, Some(config)) => app::run_once(config).await,
-            (Command::Demo, _) => app::run_demo(shutdown).await.map(|()| true),
-            (Command::HealthCheck(url), _) => Ok(app::health_check(&url).await),
-            (
-                Command::Simulate {
-                    scenario, listen, ..
-                },
-                _,
-            ) => app::run_simulator(&scenario, listen, shutdown)
-                .await
-                .map(|()| true),
-            _ => Ok(true),
-        };
-        match result {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
-            Err(e) => fail(&e),
-        }
+    match runtime.block_on(job(config)) {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+async fn run(config: Config) -> Result<ExitCode, Error> {
+    // Build first: a bad web config or CA file stops start-up before the port is taken.
+    let address = config.listen_address;
+    let exporter = Exporter::new(config)?;
+    let Some(listener) = bind(address).await else {
+        return Ok(ExitCode::FAILURE);
+    };
+    exporter.serve(listener, signal_shutdown()).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One cycle, its metrics on stdout and the failing steps on stderr; exit 0 only when
+/// every probe succeeded.
+async fn once(config: Config) -> Result<ExitCode, Error> {
+    let (snapshot, exposition) = Exporter::new(config)?.collect_once().await;
+    let (process, _) = flexcloud_exporter::metrics::encode_process();
+    print!("{}{process}", String::from_utf8_lossy(&exposition.text));
+    for (step, status) in snapshot.failing_steps() {
+        eprintln!("failed: {step} (HTTP status {status})");
+    }
+    Ok(if snapshot.all_succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 
-/// Log settings for modes that do not need the full configuration.
-fn log_settings_from_env() -> (String, config::LogFormat) {
-    let log = std::env::var("FLEXCLOUD_LOG").unwrap_or_else(|_| "info".into());
-    let format = match std::env::var("FLEXCLOUD_LOG_FORMAT").as_deref() {
-        Ok("json") => config::LogFormat::Json,
-        _ => config::LogFormat::Text,
-    };
-    (log, format)
+#[cfg(feature = "demo")]
+fn demo() -> ExitCode {
+    demo::run()
 }
 
-fn fail(error: &AppError) -> ExitCode {
+#[cfg(not(feature = "demo"))]
+fn demo() -> ExitCode {
+    usage_error("--demo is not in this build (built without the `demo` feature)")
+}
+
+async fn bind(address: SocketAddr) -> Option<TcpListener> {
+    match TcpListener::bind(address).await {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            eprintln!("flexcloud-exporter: cannot listen on {address}: {e}");
+            None
+        }
+    }
+}
+
+/// A shutdown signal fired by SIGTERM or SIGINT.
+fn signal_shutdown() -> Shutdown {
+    let (trigger, shutdown) = Shutdown::new();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down");
+        let _ = trigger.send(true);
+    });
+    shutdown
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// `--health-check URL`: true when the URL answers 200 within five seconds.
+async fn health_check(url: &str) -> bool {
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    else {
+        return false;
+    };
+    client
+        .get(url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("flexcloud-exporter: {message} (see --help)");
+    ExitCode::from(2)
+}
+
+fn fail(error: &Error) -> ExitCode {
     eprintln!("flexcloud-exporter: {error}");
     ExitCode::from(error.exit_code())
 }

@@ -3,18 +3,24 @@
 //! A cycle's metrics are encoded once, in both formats, when the cycle ends; a scrape
 //! only copies out those bytes and appends the process metrics.
 
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use tracing::warn;
 
-use crate::api::{Endpoint, ImageType};
-use crate::snapshot::{Outcome, Snapshot, bounded};
+use crate::api::{Code, Endpoint, ImageType, RequestObserver};
+use crate::snapshot::{Outcome, SavingImage, Snapshot, bounded};
 use crate::timestamp::unix_seconds;
 
 /// Appended to HELP texts: the values come from a poll, not from the scrape.
@@ -24,67 +30,197 @@ const POLLED: &str = "Collected by a periodic poll of the FlexCloud API (FLEXCLO
 /// of milliseconds to the request timeout.
 const LATENCY_BUCKETS: [f64; 11] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0];
 
+impl EncodeLabelValue for Endpoint {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Code {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.label())
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    account_id: String,
-    endpoint: &'static str,
-    code: String,
+    account_id: Option<String>,
+    endpoint: Endpoint,
+    code: Code,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
-    account_id: String,
-    endpoint: &'static str,
+    account_id: Option<String>,
+    endpoint: Endpoint,
 }
 
 type HistogramFamily = Family<EndpointLabels, Histogram, fn() -> Histogram>;
 
-/// Counters that live across cycles: every API request and its latency, plus the
-/// SAVING series cut by the cap. Cloning shares the same counters.
-#[derive(Clone, Debug)]
-pub struct ApiMetrics {
+/// The exporter's metrics: the handles that live across cycles (every API request and its
+/// latency, the SAVING series cut by the cap) and the encoding of each cycle's snapshot.
+/// Shared behind an `Arc`: the API client reports requests to it as they end.
+#[derive(Debug)]
+pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
     saving_dropped: Counter,
-    credential_backoff: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Most per-image SAVING series in one exposition (`FLEXCLOUD_SAVING_SERIES_LIMIT`).
+    saving_limit: usize,
+    /// Whether the previous encoding cut SAVING series, so the warning comes once per
+    /// stretch of cutting rather than every cycle.
+    cutting_saving_series: AtomicBool,
 }
 
-impl Default for ApiMetrics {
-    fn default() -> Self {
-        ApiMetrics {
-            requests: Family::default(),
-            latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
-            saving_dropped: Counter::default(),
-            credential_backoff: Gauge::default(),
-        }
-    }
-}
-
-impl ApiMetrics {
-    pub fn observe_request(&self, account: &str, endpoint: Endpoint, code: &str, took: Duration) {
-        let account_id = bounded(account);
+impl RequestObserver for Metrics {
+    fn request_ended(&self, account: Option<&str>, endpoint: Endpoint, code: Code, took: Duration) {
+        let account_id = account.map(bounded);
         self.requests
             .get_or_create(&RequestLabels {
                 account_id: account_id.clone(),
-                endpoint: endpoint.as_str(),
-                code: code.to_string(),
+                endpoint,
+                code,
             })
             .inc();
         self.latency
             .get_or_create(&EndpointLabels {
                 account_id,
-                endpoint: endpoint.as_str(),
+                endpoint,
             })
             .observe(took.as_secs_f64());
     }
+}
 
-    pub fn count_saving_dropped(&self, n: u64) {
-        self.saving_dropped.inc_by(n);
+impl Metrics {
+    pub fn new(saving_limit: usize) -> Self {
+        Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            saving_dropped: Counter::default(),
+            saving_limit,
+            cutting_saving_series: AtomicBool::new(false),
+        }
     }
 
-    pub fn set_credential_backoff(&self, wait: Duration) {
-        self.credential_backoff.set(wait.as_secs_f64());
+    /// Encodes a finished cycle (or, before the first, nothing but self-metrics) with the
+    /// long-lived counters. Call once per cycle: the SAVING cap counts what it cuts.
+    pub fn encode(&self, snapshot: Option<&Snapshot>, now: SystemTime) -> Exposition {
+        let mut registry = Registry::default();
+        if let Some(snapshot) = snapshot {
+            // Cut before the counters are registered, so this exposition counts this cut.
+            let saving = self.cap_saving_series(snapshot);
+            register_snapshot(&mut registry, snapshot, &saving, now);
+        }
+        self.register_lasting(&mut registry);
+        let backoff = snapshot.map_or(Duration::ZERO, |s| s.credentials.wait());
+        registry.register_with_unit(
+            "flexcloud_credential_backoff",
+            "Time the exporter waits before sending credentials again after the API rejected them (0 when not backing off)",
+            Unit::Seconds,
+            ConstGauge::new(backoff.as_secs_f64()),
+        );
+        register_build_info(&mut registry);
+        let mut text = String::new();
+        let mut openmetrics = String::new();
+        // Writing into a String cannot fail; an error here would be a bug in an encoder.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut openmetrics, &registry);
+        Exposition {
+            text: Bytes::from(text),
+            openmetrics: Bytes::from(openmetrics),
+        }
     }
+
+    /// The SAVING images that get a series of their own: those with a readable creation
+    /// time, oldest first (the ones an operator must hear about), at most the limit.
+    fn cap_saving_series<'a>(&self, snapshot: &'a Snapshot) -> Vec<SavingRow<'a>> {
+        let mut rows: Vec<SavingRow<'a>> = snapshot
+            .zones
+            .iter()
+            .filter_map(|(key, state)| Some((key, state.inventory.as_ref()?)))
+            .flat_map(|((account, zone), inventory)| {
+                inventory.saving.iter().filter_map(move |image| {
+                    Some(SavingRow {
+                        created: image.created?,
+                        account,
+                        zone,
+                        image,
+                    })
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            a.created
+                .total_cmp(&b.created)
+                .then_with(|| a.image.id.cmp(&b.image.id))
+        });
+        let dropped = rows.len().saturating_sub(self.saving_limit);
+        rows.truncate(self.saving_limit);
+        let was_cutting = self
+            .cutting_saving_series
+            .swap(dropped > 0, Ordering::Relaxed);
+        if dropped > 0 {
+            self.saving_dropped.inc_by(dropped as u64);
+            if !was_cutting {
+                warn!(
+                    dropped,
+                    limit = self.saving_limit,
+                    "too many SAVING images; exporting the oldest only"
+                );
+            }
+        }
+        rows
+    }
+
+    fn register_lasting(&self, registry: &mut Registry) {
+        registry.register(
+            "flexcloud_api_requests",
+            "API requests by account, endpoint and result code (HTTP status, or timeout, connect_error, invalid_response)",
+            self.requests.clone(),
+        );
+        registry.register_with_unit(
+            "flexcloud_api_request_duration",
+            "Latency of API requests",
+            Unit::Seconds,
+            self.latency.clone(),
+        );
+        registry.register(
+            "flexcloud_image_saving_series_dropped",
+            "SAVING-image series left out because of FLEXCLOUD_SAVING_SERIES_LIMIT",
+            self.saving_dropped.clone(),
+        );
+    }
+}
+
+/// One SAVING image chosen for a series of its own.
+struct SavingRow<'a> {
+    created: f64,
+    account: &'a str,
+    zone: &'a str,
+    image: &'a SavingImage,
+}
+
+fn register_build_info(registry: &mut Registry) {
+    let build = Family::<BuildLabels, Gauge>::default();
+    build
+        .get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+            revision: env!("FLEXCLOUD_REVISION"),
+        })
+        .set(1);
+    registry.register(
+        "flexcloud_exporter_build_info",
+        "A metric with a constant 1 labelled by the exporter's version and source revision",
+        build,
+    );
+}
+
+/// The latest finished cycle as the server shows it.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// `None` until the first cycle has finished.
+    pub snapshot: Option<Arc<Snapshot>>,
+    pub exposition: Exposition,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -119,8 +255,8 @@ struct ZoneLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StepLabels {
-    account_id: String,
-    step: &'static str,
+    account_id: Option<String>,
+    step: Endpoint,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -129,92 +265,13 @@ struct BuildLabels {
     revision: &'static str,
 }
 
-type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// The exposition of one cycle in both formats, without the OpenMetrics `# EOF`.
 #[derive(Debug, Clone)]
 pub struct Exposition {
     pub text: Bytes,
     pub openmetrics: Bytes,
-}
-
-/// Limits applied while encoding.
-#[derive(Debug, Clone, Copy)]
-pub struct EncodeLimits {
-    pub saving_series: usize,
-}
-
-/// How many SAVING-image series the cap leaves out of a snapshot's exposition.
-pub fn saving_series_overflow(snapshot: &Snapshot, limits: EncodeLimits) -> u64 {
-    let series = snapshot
-        .zones
-        .values()
-        .filter_map(|z| z.inventory.as_ref())
-        .flat_map(|i| i.saving.iter())
-        .filter(|s| s.created.is_some())
-        .count();
-    series.saturating_sub(limits.saving_series) as u64
-}
-
-/// Encodes a snapshot (or, before the first cycle, nothing but self-metrics) and the
-/// long-lived counters.
-pub fn encode(
-    snapshot: Option<&Snapshot>,
-    api: &ApiMetrics,
-    limits: EncodeLimits,
-    now: SystemTime,
-) -> Exposition {
-    let mut registry = Registry::default();
-    if let Some(snapshot) = snapshot {
-        register_snapshot(&mut registry, snapshot, limits, now);
-    }
-    register_api(&mut registry, api);
-    let build = Family::<BuildLabels, Gauge>::default();
-    build
-        .get_or_create(&BuildLabels {
-            version: env!("CARGO_PKG_VERSION"),
-            revision: env!("FLEXCLOUD_REVISION"),
-        })
-        .set(1);
-    registry.register(
-        "flexcloud_exporter_build_info",
-        "A metric with a constant 1 labelled by the exporter's version and source revision",
-        build,
-    );
-    let mut text = String::new();
-    let mut openmetrics = String::new();
-    // Writing into a String cannot fail; an error here would be a bug in an encoder.
-    let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
-    let _ = prometheus_client::encoding::text::encode_registry(&mut openmetrics, &registry);
-    Exposition {
-        text: Bytes::from(text),
-        openmetrics: Bytes::from(openmetrics),
-    }
-}
-
-fn register_api(registry: &mut Registry, api: &ApiMetrics) {
-    registry.register(
-        "flexcloud_api_requests",
-        "API requests by account, endpoint and result code (HTTP status, or timeout, connect_error, invalid_response)",
-        api.requests.clone(),
-    );
-    registry.register_with_unit(
-        "flexcloud_api_request_duration",
-        "Latency of API requests",
-        Unit::Seconds,
-        api.latency.clone(),
-    );
-    registry.register(
-        "flexcloud_image_saving_series_dropped",
-        "SAVING-image series left out because of FLEXCLOUD_SAVING_SERIES_LIMIT",
-        api.saving_dropped.clone(),
-    );
-    registry.register_with_unit(
-        "flexcloud_credential_backoff",
-        "Time the exporter waits before sending credentials again after the API rejected them (0 when not backing off)",
-        Unit::Seconds,
-        api.credential_backoff.clone(),
-    );
 }
 
 fn help(text: &str) -> String {
@@ -224,7 +281,7 @@ fn help(text: &str) -> String {
 fn register_snapshot(
     registry: &mut Registry,
     snapshot: &Snapshot,
-    limits: EncodeLimits,
+    saving_rows: &[SavingRow<'_>],
     now: SystemTime,
 ) {
     let images = Family::<ImageLabels, Gauge>::default();
@@ -238,7 +295,6 @@ fn register_snapshot(
     let discovery_status = Family::<StepLabels, Gauge>::default();
     let now_s = unix_seconds(now);
 
-    let mut saving_rows = Vec::new();
     for ((account, zone), state) in &snapshot.zones {
         let zone_labels = ZoneLabels {
             account_id: bounded(account),
@@ -285,29 +341,22 @@ fn register_snapshot(
                 })
                 .set(age);
         }
-        for image in &inventory.saving {
-            if let Some(created) = image.created {
-                saving_rows.push((created, account, zone, image));
-            }
-        }
     }
-    // Keep the oldest: those are the ones an operator must hear about.
-    saving_rows.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.3.id.cmp(&b.3.id)));
-    for (created, account, zone, image) in saving_rows.into_iter().take(limits.saving_series) {
+    for row in saving_rows {
         saving
             .get_or_create(&SavingLabels {
-                account_id: bounded(account),
-                zone_id: bounded(zone),
-                image_type: image.image_type.as_str(),
-                image_id: image.id.clone(),
-                image_name: image.name.clone(),
+                account_id: bounded(row.account),
+                zone_id: bounded(row.zone),
+                image_type: row.image.image_type.as_str(),
+                image_id: row.image.id.clone(),
+                image_name: row.image.name.clone(),
             })
-            .set(created);
+            .set(row.created);
     }
 
-    let set_step = |account: &str, step: &'static str, outcome: &Outcome| {
+    let set_step = |account: Option<&str>, step: Endpoint, outcome: &Outcome| {
         let labels = StepLabels {
-            account_id: bounded(account),
+            account_id: account.map(bounded),
             step,
         };
         discovery_success
@@ -318,10 +367,10 @@ fn register_snapshot(
             .set(i64::from(outcome.http_status));
     };
     if let Some(outcome) = &snapshot.accounts_discovery {
-        set_step("", "accounts", outcome);
+        set_step(None, Endpoint::Accounts, outcome);
     }
     for (account, outcome) in &snapshot.zones_discovery {
-        set_step(account, "zones", outcome);
+        set_step(Some(account), Endpoint::Zones, outcome);
     }
 
     registry.register(
@@ -405,16 +454,6 @@ fn register_snapshot(
         "Collection cycles completed since the exporter started",
         ConstCounter::new(snapshot.cycle),
     );
-}
-
-/// The standard `process_*` metrics, read from `/proc` at scrape time.
-#[derive(Debug, Default)]
-pub struct ProcessCollector;
-
-impl prometheus_client::collector::Collector for ProcessCollector {
-    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        ProcessSample::read().encode(encoder)
-    }
 }
 
 /// One reading of `/proc/self`. A scrape encodes it in both formats, so `/proc` is read

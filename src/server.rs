@@ -1,4 +1,5 @@
-//! The HTTP endpoints `/metrics`, the landing page, `/-/healthy` and `/-/ready`; TLS and Basic auth.
+//! The HTTP endpoints `/metrics`, the status page, `/-/healthy` and `/-/ready`, and the one
+//! accept loop that serves them over plain HTTP or TLS, with the web config's Basic auth.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,10 +21,9 @@ use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, warn};
 
-use crate::collector::Published;
 use crate::landing;
-use crate::metrics;
-use crate::webconfig::{BasicAuth, WebConfig};
+use crate::metrics::{self, Published};
+use crate::web::{BasicAuth, WebConfig};
 
 /// A request that takes longer than this is answered 408 (a slow client cannot hold a
 /// connection slot forever).
@@ -37,13 +37,13 @@ const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// What the handlers read: the latest published cycle, and static facts for the page.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct ServerState {
     pub published: watch::Receiver<Arc<Published>>,
     pub info: Arc<landing::PageInfo>,
 }
 
 /// The endpoints without authentication or TLS, as served when no web config file is given.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: ServerState) -> Router {
     secured_router(state, &WebConfig::default())
 }
 
@@ -57,7 +57,7 @@ pub const UNAUTHENTICATED_PATHS: &[&str] = &["/-/healthy", "/-/ready"];
 /// timeout but outside the concurrency limit: a flood of wrong passwords queues for bcrypt
 /// without holding the request slots that Prometheus, whose password is remembered after
 /// the first check, needs.
-pub fn secured_router(state: AppState, web: &WebConfig) -> Router {
+pub fn secured_router(state: ServerState, web: &WebConfig) -> Router {
     let mut app = Router::new()
         .route("/metrics", get(serve_metrics))
         .route("/", get(serve_landing))
@@ -86,37 +86,19 @@ pub fn secured_router(state: AppState, web: &WebConfig) -> Router {
     .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then finishes open requests.
-/// With `tls`, every connection must complete a TLS handshake first; plain HTTP is refused.
+/// Serves `router` on `listener` until `shutdown` resolves. With `tls`, every connection
+/// must complete a TLS handshake first; plain HTTP is refused. Plain and TLS connections
+/// share this one accept loop, so limits on connections apply to both alike.
+///
+/// Shutdown works as in `axum::serve`: stop accepting, let each connection finish the
+/// request it is answering, then close it.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    match tls {
-        None => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        Some(config) => {
-            serve_tls(listener, router, config, shutdown).await;
-            Ok(())
-        }
-    }
-}
-
-/// HTTPS. `axum::serve` has no TLS, so connections are accepted here, go through the rustls
-/// handshake and are handed to hyper. Shutdown works as in `axum::serve`: stop accepting,
-/// let each connection finish the request it is answering, then close it.
-async fn serve_tls(
-    listener: TcpListener,
-    router: Router,
-    config: Arc<rustls::ServerConfig>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let (stop, stopped) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -140,7 +122,8 @@ async fn serve_tls(
                 continue;
             }
         };
-        connections.spawn(serve_tls_connection(
+        let _ = stream.set_nodelay(true);
+        connections.spawn(serve_connection(
             acceptor.clone(),
             stream,
             router.clone(),
@@ -153,12 +136,16 @@ async fn serve_tls(
     while connections.join_next().await.is_some() {}
 }
 
-async fn serve_tls_connection(
-    acceptor: tokio_rustls::TlsAcceptor,
+async fn serve_connection(
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     stream: tokio::net::TcpStream,
     router: Router,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let Some(acceptor) = acceptor else {
+        serve_http(stream, router, stopped).await;
+        return;
+    };
     // A client that connects and never finishes the handshake (or speaks plain HTTP) must not
     // hold the task; a failed handshake just closes the connection, as a TLS server does.
     let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
@@ -173,8 +160,16 @@ async fn serve_tls_connection(
         },
         () = until_stopped(&mut stopped) => return,
     };
+    serve_http(tls, router, stopped).await;
+}
+
+/// HTTP/1.1 on one connection, plain or inside TLS, until it closes or the server stops.
+async fn serve_http<IO>(io: IO, router: Router, mut stopped: watch::Receiver<bool>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let connection = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(router));
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}
@@ -233,7 +228,7 @@ fn wants_openmetrics(headers: &HeaderMap) -> bool {
 }
 
 /// The latest cycle's pre-encoded bytes plus the process metrics, never waiting on the API.
-async fn serve_metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn serve_metrics(State(state): State<ServerState>, headers: HeaderMap) -> Response {
     let published = state.published.borrow().clone();
     let (process_text, process_openmetrics) = metrics::encode_process();
     let (content_type, cycle, process) = if wants_openmetrics(&headers) {
@@ -258,7 +253,7 @@ async fn serve_metrics(State(state): State<AppState>, headers: HeaderMap) -> Res
         .into_response()
 }
 
-async fn serve_ready(State(state): State<AppState>) -> Response {
+async fn serve_ready(State(state): State<ServerState>) -> Response {
     if state.published.borrow().snapshot.is_some() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -270,7 +265,7 @@ async fn serve_ready(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn serve_landing(State(state): State<AppState>) -> Html<String> {
+async fn serve_landing(State(state): State<ServerState>) -> Html<String> {
     let published = state.published.borrow().clone();
     Html(landing::render(&state.info, published.snapshot.as_deref()))
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::api::ImageType;
 use crate::api::model::ImageEntry;
+use crate::api::{ApiError, CredentialState, ErrorKind, ImageType};
 use crate::timestamp;
 
 /// The statuses the API documents; every one is exported for every type, 0 when none.
@@ -25,13 +25,9 @@ pub fn bounded(value: &str) -> String {
 }
 
 /// A status as a label value: documented ones as they are, others upper-cased and
-/// reduced to `[A-Z0-9_]` (at most 32 characters), missing ones `UNKNOWN`.
-pub fn normalise_status(status: Option<&str>) -> String {
-    status_label(status).into_owned()
-}
-
-/// [`normalise_status`] without allocating for the documented statuses and `UNKNOWN`,
-/// which is nearly every image: this runs once per image of every cycle.
+/// reduced to `[A-Z0-9_]` (at most 32 characters), missing ones `UNKNOWN`. Borrowed for
+/// the documented statuses and `UNKNOWN`, which is nearly every image: this runs once per
+/// image of every cycle.
 fn status_label(status: Option<&str>) -> Cow<'static, str> {
     let Some(status) = status.map(str::trim).filter(|s| !s.is_empty()) else {
         return Cow::Borrowed("UNKNOWN");
@@ -170,8 +166,8 @@ pub struct Outcome {
     pub success: bool,
     /// The status that decided it: the failing one, else 200; 0 when none arrived.
     pub http_status: u16,
-    /// `timeout`, `connect_error`, `http_status`, `invalid_response`, ... when failed.
-    pub error_kind: Option<&'static str>,
+    /// Why it failed; `None` when it succeeded.
+    pub error_kind: Option<ErrorKind>,
     /// The error in words, for logs and the landing page.
     pub detail: Option<String>,
     pub duration: Duration,
@@ -188,6 +184,29 @@ impl Outcome {
             duration,
         }
     }
+
+    /// A step that failed with `error` after `duration`.
+    pub fn failed(error: &ApiError, duration: Duration) -> Self {
+        Outcome {
+            success: false,
+            http_status: error.http_status(),
+            error_kind: Some(error.kind()),
+            detail: Some(error_chain(error)),
+            duration,
+        }
+    }
+}
+
+/// The error and its sources in one line, for logs and the status page.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// One account and zone as the latest cycle left it.
@@ -209,6 +228,8 @@ pub struct Snapshot {
     pub duration: Duration,
     /// Reached the API and the credentials were accepted.
     pub up: bool,
+    /// The credential gate at the end of the cycle.
+    pub credentials: CredentialState,
     /// `GET /accounts`, when accounts are discovered rather than configured.
     pub accounts_discovery: Option<Outcome>,
     /// `GET .../zone` per account, when zones are discovered.
@@ -241,6 +262,24 @@ impl Snapshot {
     /// Some step got an answer from the API and none was a 401.
     pub fn reached_api_with_valid_credentials(&self) -> bool {
         !self.rejected_credentials() && self.outcomes().any(|o| o.success || o.http_status != 0)
+    }
+
+    /// Every failed step with its HTTP status, named for people: `accounts`,
+    /// `ACCOUNT zones`, `ACCOUNT ZONE`.
+    pub fn failing_steps(&self) -> BTreeMap<String, u16> {
+        let mut failing = BTreeMap::new();
+        if let Some(o) = self.accounts_discovery.as_ref().filter(|o| !o.success) {
+            failing.insert("accounts".to_string(), o.http_status);
+        }
+        for (account, o) in self.zones_discovery.iter().filter(|(_, o)| !o.success) {
+            failing.insert(format!("{account} zones"), o.http_status);
+        }
+        for ((account, zone), z) in &self.zones {
+            if let Some(p) = z.probe.as_ref().filter(|p| !p.success) {
+                failing.insert(format!("{account} {zone}"), p.http_status);
+            }
+        }
+        failing
     }
 
     /// Whether every probe and discovery step of the cycle succeeded.
@@ -346,12 +385,9 @@ mod tests {
 
     #[test]
     fn unknown_statuses_are_sanitised_and_bounded() {
-        assert_eq!(
-            normalise_status(Some("in-progress\n<b>")),
-            "IN_PROGRESS__B_"
-        );
-        assert_eq!(normalise_status(None), "UNKNOWN");
-        assert_eq!(normalise_status(Some("  ")), "UNKNOWN");
+        assert_eq!(status_label(Some("in-progress\n<b>")), "IN_PROGRESS__B_");
+        assert_eq!(status_label(None), "UNKNOWN");
+        assert_eq!(status_label(Some("  ")), "UNKNOWN");
         let mut inv = Inventory::default();
         for i in 0..20 {
             let status = format!("WEIRD{i}");
@@ -382,7 +418,7 @@ mod tests {
     ) -> BTreeMap<(ImageType, String), u64> {
         let mut counts: BTreeMap<(ImageType, String), u64> = BTreeMap::new();
         for (image_type, status) in images {
-            let mut status = normalise_status(status.as_deref());
+            let mut status = status_label(status.as_deref()).into_owned();
             let unknown_seen = counts
                 .keys()
                 .filter(|(_, s)| !KNOWN_STATUSES.contains(&s.as_str()))
@@ -459,7 +495,7 @@ mod tests {
             probe: Some(Outcome {
                 success: false,
                 http_status: 500,
-                error_kind: Some("http_status"),
+                error_kind: Some(ErrorKind::HttpStatus),
                 detail: None,
                 duration: Duration::ZERO,
             }),
@@ -514,7 +550,7 @@ mod tests {
             Outcome {
                 success: false,
                 http_status: 503,
-                error_kind: Some("http_status"),
+                error_kind: Some(ErrorKind::HttpStatus),
                 detail: None,
                 duration: Duration::ZERO,
             },

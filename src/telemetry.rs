@@ -2,7 +2,28 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// The format named by `FLEXCLOUD_LOG_FORMAT`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a tracing filter string parses.
+pub fn filter_is_valid(filter: &str) -> bool {
+    EnvFilter::try_new(filter).is_ok()
+}
 
 /// Installs the global subscriber. A filter that does not parse falls back to `info`
 /// (config validation has already named the variable if it was wrong).
@@ -17,9 +38,4 @@ pub fn init(filter: &str, format: LogFormat) {
         LogFormat::Text => builder.with_ansi(false).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-}
-
-/// Whether a tracing filter string parses.
-pub fn filter_is_valid(filter: &str) -> bool {
-    EnvFilter::try_new(filter).is_ok()
 }

@@ -1,4 +1,4 @@
-//! The API's zone-less ISO 8601 timestamps: lenient parsing and the simulator's formatting.
+//! The API's zone-less ISO 8601 timestamps: lenient parsing, and the same form for display.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -36,7 +36,8 @@ fn to_unix_seconds(t: OffsetDateTime) -> f64 {
     t.unix_timestamp_nanos() as f64 / 1e9
 }
 
-/// Formats a time the way the API does: UTC, whole seconds, no zone designator.
+/// Formats a time the way the API does (UTC, whole seconds, no zone designator), for the
+/// status page.
 pub fn format_api(at: SystemTime) -> String {
     let secs = at
         .duration_since(UNIX_EPOCH)

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use axum::Router;
 use axum::routing::get;
 use common::Metrics;
-use flexcloud_exporter::webconfig::WebConfig;
+use flexcloud_exporter::web::WebConfig;
 use tokio::net::TcpListener;
 
 /// A private CA and a certificate it signed for 127.0.0.1, in a fresh folder.
@@ -71,10 +71,7 @@ async fn probe(url: &str, extra: &[(&str, &str)]) -> Metrics {
     let mut settings = vec![("FLEXCLOUD_ACCOUNTS", "acme"), ("FLEXCLOUD_TIMEOUT", "2s")];
     settings.extend_from_slice(extra);
     let config = common::config(url, &settings);
-    let (mut collection, published) = flexcloud_exporter::app::build_collection(&config).unwrap();
-    collection.run_cycle().await;
-    let text = published.borrow().exposition.text.clone();
-    Metrics::parse(std::str::from_utf8(&text).unwrap())
+    common::one_cycle(config).await
 }
 
 const ZONE: [(&str, &str); 2] = [("account_id", "acme"), ("zone_id", "Z")];
@@ -125,7 +122,7 @@ fn a_ca_file_without_certificates_is_a_setting_error() {
         "https://127.0.0.1:9",
         &[("FLEXCLOUD_CA_FILE", bogus.to_str().unwrap())],
     );
-    let err = flexcloud_exporter::app::build_collection(&config).unwrap_err();
+    let err = flexcloud_exporter::Exporter::new(config).unwrap_err();
     assert_eq!(err.exit_code(), 2);
     assert!(err.to_string().starts_with("FLEXCLOUD_CA_FILE"), "{err}");
 }

@@ -3,8 +3,8 @@
 
 mod common;
 
-use flexcloud_exporter::config::VARIABLES;
-use flexcloud_exporter::simulator::Scenario;
+use flexcloud_exporter::config::{DefaultValue, SETTINGS};
+use flexcloud_sim::Scenario;
 
 fn readme() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
@@ -13,17 +13,16 @@ fn readme() -> String {
 #[test]
 fn readme_lists_every_setting_with_its_default() {
     let readme = readme();
-    for (name, default, _) in VARIABLES {
+    for setting in SETTINGS {
+        let name = setting.name;
         let row = readme
             .lines()
             .find(|l| l.starts_with(&format!("| `{name}` |")))
             .unwrap_or_else(|| panic!("README has no row for {name}"));
-        let shown = if default.is_empty() {
-            String::new()
-        } else if default.starts_with('(') || default.contains(' ') {
-            default.to_string()
-        } else {
-            format!("`{default}`")
+        let shown = match setting.default {
+            DefaultValue::Value(value) => format!("`{value}`"),
+            DefaultValue::Described(text) => text.to_string(),
+            DefaultValue::Unset => String::new(),
         };
         let cell = row.split('|').nth(2).unwrap_or("").trim();
         assert_eq!(cell, shown, "README row for {name}: {row}");

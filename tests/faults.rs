@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Harness, Metrics, PASSWORD, USER, scrape};
-use flexcloud_exporter::simulator::{Fault, FaultAction, Scenario, Simulator};
+use flexcloud_sim::{Fault, FaultAction, Scenario, Simulator};
 
 fn fleet() -> Scenario {
     Scenario::default()
@@ -227,9 +227,7 @@ async fn connection_refused_is_connect_error_and_up_is_0() {
         &format!("http://{closed}"),
         &[("FLEXCLOUD_ACCOUNTS", "acme")],
     );
-    let (mut collection, published) = flexcloud_exporter::app::build_collection(&config).unwrap();
-    collection.run_cycle().await;
-    let m = Metrics::parse(std::str::from_utf8(&published.borrow().exposition.text).unwrap());
+    let m = common::one_cycle(config).await;
     let step = [("account_id", "acme"), ("step", "zones")];
     assert_eq!(m.value("flexcloud_discovery_success", &step), 0.0);
     assert_eq!(m.value("flexcloud_discovery_http_status_code", &step), 0.0);

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use flexcloud_exporter::api::model::ImageEntry;
-use flexcloud_exporter::api::{Endpoint, ImageType};
-use flexcloud_exporter::metrics::{self, ApiMetrics, EncodeLimits};
+use flexcloud_exporter::api::{Code, Endpoint, ErrorKind, ImageType, RequestObserver};
+use flexcloud_exporter::metrics::Metrics;
 use flexcloud_exporter::snapshot::{Inventory, Outcome, Snapshot, ZoneState};
 
 #[path = "common/promtool.rs"]
@@ -63,7 +63,7 @@ fn snapshot() -> Snapshot {
         Outcome {
             success: false,
             http_status: 404,
-            error_kind: Some("http_status"),
+            error_kind: Some(ErrorKind::HttpStatus),
             detail: Some("API answered HTTP 404 (itemNotFound)".into()),
             duration: Duration::from_millis(30),
         },
@@ -82,7 +82,7 @@ fn snapshot() -> Snapshot {
             probe: Some(Outcome {
                 success: false,
                 http_status: 0,
-                error_kind: Some("timeout"),
+                error_kind: Some(ErrorKind::Timeout),
                 detail: Some("request timed out".into()),
                 duration: Duration::from_secs(10),
             }),
@@ -121,28 +121,18 @@ fn normalised(text: &str) -> String {
 
 #[test]
 fn exposition_matches_the_recorded_file() {
-    let api = ApiMetrics::default();
-    api.observe_request("", Endpoint::Accounts, "200", Duration::from_millis(80));
-    api.observe_request(
-        "acme",
-        Endpoint::ImagesDetail,
-        "200",
-        Duration::from_millis(300),
-    );
-    api.observe_request(
-        "acme",
-        Endpoint::ImagesDetail,
-        "timeout",
-        Duration::from_secs(10),
-    );
-    api.observe_request("ghost", Endpoint::Zones, "404", Duration::from_millis(30));
+    let metrics = Metrics::new(500);
+    let requests = [
+        (None, Endpoint::Accounts, Code::Status(200), 80),
+        (Some("acme"), Endpoint::ImagesDetail, Code::Status(200), 300),
+        (Some("acme"), Endpoint::ImagesDetail, Code::Timeout, 10_000),
+        (Some("ghost"), Endpoint::Zones, Code::Status(404), 30),
+    ];
+    for (account, endpoint, code, millis) in requests {
+        metrics.request_ended(account, endpoint, code, Duration::from_millis(millis));
+    }
     let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let exposition = metrics::encode(
-        Some(&snapshot()),
-        &api,
-        EncodeLimits { saving_series: 500 },
-        now,
-    );
+    let exposition = metrics.encode(Some(&snapshot()), now);
     let got = normalised(std::str::from_utf8(&exposition.text).unwrap()).replace(
         &format!("revision=\"{}\"", env!("FLEXCLOUD_REVISION")),
         "revision=\"REVISION\"",

@@ -1,7 +1,8 @@
-//! The HTTP side of the API: authentication, paging, retries, limits and request metrics.
+//! The HTTP side of the API: authentication, paging, retries and limits; every request is
+//! reported to the observer.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -12,9 +13,10 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
 use super::error::{ApiError, InvalidReason};
+use super::gate::{CredentialGate, CredentialState};
 use super::model::{self, AccountPage, ImageEntry, ImagePage, ZoneMap};
-use super::{Endpoint, ImageType};
-use crate::metrics::ApiMetrics;
+use super::{Code, Endpoint, ImageType, RequestObserver};
+use crate::config::{Config, ConfigError};
 
 /// Pages followed for one list at most; a list that goes on is treated as broken.
 const MAX_PAGES: usize = 1000;
@@ -41,6 +43,30 @@ pub struct ClientSettings {
     pub ca_certificates: Vec<reqwest::Certificate>,
     /// Accept any TLS certificate (an explicit, loudly logged setting).
     pub insecure_skip_verify: bool,
+    /// The collection interval, which the credential back-off counts in.
+    pub interval: Duration,
+}
+
+impl ClientSettings {
+    /// The client's part of the configuration, with the CA file read.
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        Ok(ClientSettings {
+            base_url: config.api_url.clone(),
+            username: config.username.clone(),
+            password: config.password.clone(),
+            timeout: config.timeout,
+            connect_timeout: config.connect_timeout,
+            read_timeout: config.read_timeout,
+            max_body_bytes: config.max_body_bytes,
+            concurrency: config.concurrency,
+            max_retries: 2,
+            // A quarter of the interval at most, so retries cannot push a cycle past it.
+            retry_budget: (config.interval / 4).min(Duration::from_secs(30)),
+            ca_certificates: config.ca_certificates()?,
+            insecure_skip_verify: config.tls_insecure_skip_verify,
+            interval: config.interval,
+        })
+    }
 }
 
 /// An answer the caller can use: a body, or a redirect to follow.
@@ -57,13 +83,15 @@ pub struct ApiClient {
     http: reqwest::Client,
     settings: ClientSettings,
     limiter: Semaphore,
-    metrics: ApiMetrics,
-    /// Set by a 401 so the rejected credentials are not sent again in this cycle.
-    suspended: AtomicBool,
+    observer: Arc<dyn RequestObserver>,
+    gate: CredentialGate,
 }
 
 impl ApiClient {
-    pub fn new(settings: ClientSettings, metrics: ApiMetrics) -> Result<Self, ApiError> {
+    pub fn new(
+        settings: ClientSettings,
+        observer: Arc<dyn RequestObserver>,
+    ) -> Result<Self, ApiError> {
         let mut builder = reqwest::Client::builder();
         for certificate in &settings.ca_certificates {
             builder = builder.add_root_certificate(certificate.clone());
@@ -82,20 +110,15 @@ impl ApiClient {
         Ok(ApiClient {
             http,
             limiter: Semaphore::new(settings.concurrency.max(1)),
+            gate: CredentialGate::new(settings.interval),
             settings,
-            metrics,
-            suspended: AtomicBool::new(false),
+            observer,
         })
     }
 
-    /// Stops sending the credentials until [`ApiClient::resume_credentials`].
-    pub fn suspend_credentials(&self) {
-        self.suspended.store(true, Ordering::SeqCst);
-    }
-
-    /// Lets the credentials be sent again (called at the start of each cycle).
-    pub fn resume_credentials(&self) {
-        self.suspended.store(false, Ordering::SeqCst);
+    /// Whether the credentials are being sent or held back after a 401.
+    pub fn credentials(&self) -> CredentialState {
+        self.gate.state()
     }
 
     /// Calls `on_account` for every `open` account the credentials can read, page by
@@ -106,7 +129,7 @@ impl ApiClient {
     ) -> Result<(), ApiError> {
         self.fetch_pages(
             Endpoint::Accounts,
-            "",
+            None,
             "accounts",
             &[("filterStatus", "open")],
             |body| {
@@ -130,7 +153,7 @@ impl ApiClient {
     pub async fn list_zones(&self, account: &str) -> Result<Vec<String>, ApiError> {
         let path = format!("accounts/{}/flexcloud/zone", encode_segment(account));
         let mut zones = Vec::new();
-        self.fetch_pages(Endpoint::Zones, account, &path, &[], |body| {
+        self.fetch_pages(Endpoint::Zones, Some(account), &path, &[], |body| {
             let map: ZoneMap = parse(body)?;
             let entry = map.get(account).ok_or(ApiError::Invalid {
                 status: 200,
@@ -156,11 +179,17 @@ impl ApiClient {
             encode_segment(account)
         );
         let query = [("zone", zone), ("type", image_type.as_str())];
-        self.fetch_pages(Endpoint::ImagesDetail, account, &path, &query, |body| {
-            let page: ImagePage = parse(body)?;
-            page.images.iter().for_each(&mut on_image);
-            Ok(model::next_link(&page.links).map(String::from))
-        })
+        self.fetch_pages(
+            Endpoint::ImagesDetail,
+            Some(account),
+            &path,
+            &query,
+            |body| {
+                let page: ImagePage = parse(body)?;
+                page.images.iter().for_each(&mut on_image);
+                Ok(model::next_link(&page.links).map(String::from))
+            },
+        )
         .await
     }
 
@@ -168,7 +197,7 @@ impl ApiClient {
     async fn fetch_pages(
         &self,
         endpoint: Endpoint,
-        account: &str,
+        account: Option<&str>,
         path: &str,
         query: &[(&str, &str)],
         mut on_page: impl FnMut(&[u8]) -> Result<Option<String>, ApiError>,
@@ -193,10 +222,11 @@ impl ApiClient {
                 Reply::SeeOther(location) => page_url(&url, &location, 303)?,
                 Reply::Body(body, took) => {
                     let parsed = on_page(&body);
-                    let code = parsed
-                        .as_ref()
-                        .map_or_else(ApiError::code, |_| "200".into());
-                    self.metrics.observe_request(account, endpoint, &code, took);
+                    let code = match &parsed {
+                        Ok(_) => Code::Status(200),
+                        Err(e) => e.code().unwrap_or(Code::InvalidResponse),
+                    };
+                    self.observer.request_ended(account, endpoint, code, took);
                     match parsed? {
                         Some(next) => page_url(&url, &next, 200)?,
                         None => return Ok(()),
@@ -211,7 +241,12 @@ impl ApiClient {
     }
 
     /// One GET with retries on transient failures, within the retry budget.
-    async fn get(&self, endpoint: Endpoint, account: &str, url: &Url) -> Result<Reply, ApiError> {
+    async fn get(
+        &self,
+        endpoint: Endpoint,
+        account: Option<&str>,
+        url: &Url,
+    ) -> Result<Reply, ApiError> {
         let backoff = ExponentialBuilder::new()
             .with_jitter()
             .with_min_delay(Duration::from_millis(200))
@@ -235,7 +270,7 @@ impl ApiClient {
                 }
             })
             .notify(|error, delay| {
-                tracing::debug!(endpoint = endpoint.as_str(), account_id = account, error = %error, ?delay, "retrying API request");
+                tracing::debug!(endpoint = endpoint.as_str(), account_id = account.unwrap_or_default(), error = %error, ?delay, "retrying API request");
             })
             .await
     }
@@ -243,28 +278,29 @@ impl ApiClient {
     async fn get_once(
         &self,
         endpoint: Endpoint,
-        account: &str,
+        account: Option<&str>,
         url: &Url,
     ) -> Result<Reply, ApiError> {
         // The semaphore is never closed, so acquiring only waits.
         let _permit = self.limiter.acquire().await.ok();
-        // Checked after the wait: a 401 may have arrived while this request queued.
-        if self.suspended.load(Ordering::SeqCst) {
-            return Err(ApiError::CredentialsSuspended);
-        }
+        // Asked after the wait: a 401 may have arrived while this request queued.
+        let pass = self.gate.admit().ok_or(ApiError::CredentialsSuspended)?;
         let started = Instant::now();
         let result = self.exchange(url).await;
+        match &result {
+            Err(e) if e.http_status() == 401 => self.gate.rejected(pass),
+            Err(e) if e.http_status() == 0 => {}
+            _ => self.gate.accepted(pass),
+        }
+        // A 200 is reported once its body has been parsed (see `Reply::Body`).
         let code = match &result {
             Ok(Reply::Body(..)) => None,
-            Ok(Reply::SeeOther(_)) => Some("303".into()),
-            Err(e) => Some(e.code()),
+            Ok(Reply::SeeOther(_)) => Some(Code::Status(303)),
+            Err(e) => e.code(),
         };
         if let Some(code) = code {
-            self.metrics
-                .observe_request(account, endpoint, &code, started.elapsed());
-        }
-        if matches!(&result, Err(e) if e.is_unauthorized()) {
-            self.suspended.store(true, Ordering::SeqCst);
+            self.observer
+                .request_ended(account, endpoint, code, started.elapsed());
         }
         result
     }

@@ -1,9 +1,11 @@
-//! What can go wrong talking to the API, with the label each kind gets in metrics.
+//! What can go wrong talking to the API, and the fixed set of kinds it is reported as.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
-/// One failed API call. The `Display` text is for logs; metrics use [`ApiError::code`].
+use super::Code;
+
+/// One failed API call. The `Display` text is for logs; metrics use [`ApiError::code`]
+/// and [`ApiError::kind`].
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("request timed out")]
@@ -19,7 +21,7 @@ pub enum ApiError {
     },
     #[error("invalid response (HTTP {status}): {reason}")]
     Invalid { status: u16, reason: InvalidReason },
-    #[error("credentials were rejected earlier in this cycle; not sent again")]
+    #[error("credentials are suspended after a 401; not sent until the back-off wait is over")]
     CredentialsSuspended,
     #[error("cannot build the HTTP client")]
     Build(#[source] reqwest::Error),
@@ -42,51 +44,56 @@ pub enum InvalidReason {
     MissingAccount,
 }
 
+/// The kind of a failed step, for logs, the status page and alerts' reading of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    Timeout,
+    ConnectError,
+    HttpStatus,
+    InvalidResponse,
+    /// Nothing was sent: the credential gate holds the credentials back after a 401.
+    CredentialsSuspended,
+}
+
+impl ErrorKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::ConnectError => "connect_error",
+            ErrorKind::HttpStatus => "http_status",
+            ErrorKind::InvalidResponse => "invalid_response",
+            ErrorKind::CredentialsSuspended => "credentials_suspended",
+        }
+    }
+}
+
 impl ApiError {
-    /// The `code` label: the HTTP status, or `timeout`, `connect_error`, `invalid_response`.
-    pub fn code(&self) -> Cow<'static, str> {
+    /// How the request ended, for the request counter; `None` when no request was sent.
+    pub fn code(&self) -> Option<Code> {
         match self {
-            ApiError::Timeout(_) => "timeout".into(),
-            ApiError::Connect(_) | ApiError::Build(_) => "connect_error".into(),
-            ApiError::Status { status, .. } => status.to_string().into(),
-            ApiError::Invalid { .. } => "invalid_response".into(),
-            ApiError::CredentialsSuspended => "401".into(),
+            ApiError::Timeout(_) => Some(Code::Timeout),
+            ApiError::Connect(_) => Some(Code::ConnectError),
+            ApiError::Status { status, .. } => Some(Code::Status(*status)),
+            ApiError::Invalid { .. } => Some(Code::InvalidResponse),
+            ApiError::CredentialsSuspended | ApiError::Build(_) => None,
         }
     }
 
-    /// The error kind for logs and the landing page, from a fixed set.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            ApiError::Timeout(_) => "timeout",
-            ApiError::Connect(_) | ApiError::Build(_) => "connect_error",
-            ApiError::Status { .. } => "http_status",
-            ApiError::Invalid { .. } => "invalid_response",
-            ApiError::CredentialsSuspended => "credentials_suspended",
+            ApiError::Timeout(_) => ErrorKind::Timeout,
+            ApiError::Connect(_) | ApiError::Build(_) => ErrorKind::ConnectError,
+            ApiError::Status { .. } => ErrorKind::HttpStatus,
+            ApiError::Invalid { .. } => ErrorKind::InvalidResponse,
+            ApiError::CredentialsSuspended => ErrorKind::CredentialsSuspended,
         }
     }
 
-    /// The HTTP status that arrived, 0 when none did.
+    /// The HTTP status that arrived, 0 when none did (a suspended request sent nothing).
     pub fn http_status(&self) -> u16 {
         match self {
             ApiError::Status { status, .. } | ApiError::Invalid { status, .. } => *status,
-            ApiError::CredentialsSuspended => 401,
             _ => 0,
         }
-    }
-
-    /// Whether the API rejected the credentials.
-    pub fn is_unauthorized(&self) -> bool {
-        matches!(
-            self,
-            ApiError::Status { status: 401, .. } | ApiError::CredentialsSuspended
-        )
-    }
-
-    /// Whether the failure came from the API itself (a response arrived).
-    pub fn reached_api(&self) -> bool {
-        matches!(
-            self,
-            ApiError::Status { .. } | ApiError::Invalid { .. } | ApiError::CredentialsSuspended
-        )
     }
 }

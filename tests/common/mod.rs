@@ -7,9 +7,10 @@ pub mod promtool;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use flexcloud_exporter::collector::{Collection, Published};
 use flexcloud_exporter::config::Config;
-use flexcloud_exporter::simulator::{Scenario, Simulator};
+use flexcloud_exporter::metrics::Published;
+use flexcloud_exporter::{Exporter, Pipeline, Shutdown};
+use flexcloud_sim::{Scenario, Simulator};
 use tokio::sync::watch;
 
 pub const USER: &str = "exporter";
@@ -27,11 +28,22 @@ pub fn config(url: &str, extra: &[(&str, &str)]) -> Config {
     Config::from_vars(vars).expect("test config is valid")
 }
 
+/// One cycle of an exporter built from `config`, and the metrics it published.
+pub async fn one_cycle(config: Config) -> Metrics {
+    let (_, exposition) = Exporter::new(config)
+        .expect("exporter builds")
+        .collect_once()
+        .await;
+    Metrics::parse(std::str::from_utf8(&exposition.text).expect("utf-8 exposition"))
+}
+
 /// A simulator and a collector against it, cycled by hand.
 pub struct Harness {
     pub sim: Simulator,
-    pub collection: Collection,
+    pub pipeline: Pipeline,
     pub published: watch::Receiver<Arc<Published>>,
+    /// Stops what [`Harness::serve`] started.
+    stop_server: Option<watch::Sender<bool>>,
 }
 
 impl Harness {
@@ -40,18 +52,18 @@ impl Harness {
             .await
             .expect("simulator starts");
         let config = config(&sim.url(), extra);
-        let (collection, published) =
-            flexcloud_exporter::app::build_collection(&config).expect("collector builds");
+        let pipeline = Exporter::new(config).expect("exporter builds").pipeline();
         Harness {
             sim,
-            collection,
-            published,
+            published: pipeline.subscribe(),
+            pipeline,
+            stop_server: None,
         }
     }
 
     /// Runs one cycle and returns the metrics it published.
     pub async fn cycle(&mut self) -> Metrics {
-        self.collection.run_cycle().await;
+        self.pipeline.run_cycle().await;
         self.metrics()
     }
 
@@ -61,13 +73,13 @@ impl Harness {
     }
 
     /// Serves what the collector publishes on a loopback port, as the exporter does;
-    /// returns the base URL. The server ends with the test's runtime.
-    pub async fn serve(&self) -> String {
+    /// returns the base URL. [`Harness::stop`] stops it.
+    pub async fn serve(&mut self) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let address = listener.local_addr().expect("address");
-        let state = flexcloud_exporter::server::AppState {
+        let state = flexcloud_exporter::server::ServerState {
             published: self.published.clone(),
             info: Arc::new(flexcloud_exporter::landing::PageInfo {
                 version: "test",
@@ -76,11 +88,21 @@ impl Harness {
             }),
         };
         let router = flexcloud_exporter::server::router(state);
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let (trigger, shutdown) = Shutdown::new();
+        self.stop_server = Some(trigger);
+        tokio::spawn(flexcloud_exporter::server::serve(
+            listener,
+            router,
+            None,
+            shutdown.wait(),
+        ));
         format!("http://{address}")
     }
 
     pub async fn stop(self) {
+        if let Some(trigger) = &self.stop_server {
+            let _ = trigger.send(true);
+        }
         self.sim.stop().await;
     }
 }

@@ -1,14 +1,28 @@
 //! The fake FlexCloud API: scenario-driven, faithful to the reference's awkward parts.
 //!
 //! Tests start it with [`Simulator::start`] on a port-0 loopback listener and change it
-//! while it runs through the [`Simulator`] handle; the `simulate` subcommand serves a
+//! while it runs through the [`Simulator`] handle; the `flexcloud-sim` binary serves a
 //! scenario file and takes changes on its admin endpoints under `/-/sim/`.
+//!
+//! It shares no code with the exporter: it is written from the API reference alone, so a
+//! misreading of the reference cannot hide by being made twice in the same function.
+//!
+//! # Layout
+//! - [`scenario`]: the scenario format, its builder and the seeded fleet generator.
+//! - `handlers`: the API's endpoints; `paging`: `page`/`pageSize`, 303 and `links`.
+//! - `faults`: fault injection by path and query; `admin`: the `/-/sim/` control endpoints.
+//! - `timestamp`: the API's zone-less timestamps.
 
 mod admin;
 mod faults;
 mod handlers;
 mod paging;
 pub mod scenario;
+mod timestamp;
+
+/// The fleet `flexcloud-exporter --demo` serves: three accounts, six account-zone pairs and
+/// one image stuck in SAVING for over three hours.
+pub const DEMO_SCENARIO: &str = include_str!("../scenarios/demo.json");
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

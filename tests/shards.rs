@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flexcloud_exporter::simulator::{FleetSpec, Scenario, Simulator};
+use flexcloud_sim::{FleetSpec, Scenario, Simulator};
 
 const ACCOUNTS: usize = 60;
 const ZONES: usize = 3;
@@ -36,9 +36,10 @@ struct Replica {
 async fn run_replica(sim: &Simulator, shard: &str) -> Replica {
     sim.clear_requests();
     let config = common::config(&sim.url(), &[("FLEXCLOUD_SHARD", shard)]);
-    let (mut collection, published) =
-        flexcloud_exporter::app::build_collection(&config).expect("collector builds");
-    let snapshot = collection.run_cycle().await;
+    let mut pipeline = flexcloud_exporter::Exporter::new(config)
+        .expect("exporter builds")
+        .pipeline();
+    let snapshot = pipeline.run_cycle().await;
     assert!(snapshot.all_succeeded(), "shard {shard} cycle failed");
     let mut zones: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (account, zone) in snapshot.zones.keys() {
@@ -54,7 +55,7 @@ async fn run_replica(sim: &Simulator, shard: &str) -> Replica {
         .filter_map(|rest| rest.split('/').next())
         .map(String::from)
         .collect();
-    let text = published.borrow().exposition.text.clone();
+    let text = pipeline.subscribe().borrow().exposition.text.clone();
     let metrics = common::Metrics::parse(std::str::from_utf8(&text).unwrap());
     let images = metrics
         .series("flexcloud_images", &[])

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use flexcloud_exporter::simulator::{Fault, FaultAction, Scenario, Simulator};
+use flexcloud_sim::{Fault, FaultAction, Scenario, Simulator};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -430,10 +430,11 @@ async fn image_age_knob_makes_created_relative_to_now() {
     );
     let api = Api::start(scenario).await;
     let one = api.json("/accounts/acme02/flexcloud/images/stuck").await;
-    let created = flexcloud_exporter::timestamp::parse_unix_seconds(
-        one["image"]["created"].as_str().unwrap(),
-    )
-    .unwrap();
+    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let created = time::PrimitiveDateTime::parse(one["image"]["created"].as_str().unwrap(), format)
+        .unwrap()
+        .assume_utc()
+        .unix_timestamp() as f64;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
