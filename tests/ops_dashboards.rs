@@ -419,6 +419,12 @@ fn job_instance_and_label_variables_are_templated_multi_select_queries() {
             findings.check(label == var, || {
                 format!("{name}: variable `{var}` lists label `{label}`, not its own name")
             });
+            for other in variable_references(selector) {
+                findings.check(
+                    variable(&d, &other).is_some() || placeholder(&other).is_some(),
+                    || format!("{name}: variable `{var}` uses undefined variable ${other}"),
+                );
+            }
             let vs = match parse_query(selector) {
                 Ok(Expr::VectorSelector(vs)) => vs,
                 other => {
