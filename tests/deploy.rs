@@ -14,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use parse_dockerfile::{Dockerfile, HealthcheckArguments, Instruction, Stage};
 use serde_norway::Value;
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -100,61 +101,39 @@ fn run_ok(command: &mut Command) -> Result<Output, Box<dyn Error>> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Dockerfile
+// Dockerfile, read by parse-dockerfile (maintained, follows BuildKit's syntax). The older
+// dockerfile-parser crate has no here-documents and treats USER, EXPOSE and HEALTHCHECK as
+// unparsed text.
 
-struct Instruction {
-    keyword: String,
-    args: String,
-    stage: usize,
+/// The Dockerfile as BuildKit reads it: parser directives, line continuations, here-documents
+/// and exec form.
+fn dockerfile(source: &str) -> Result<Dockerfile<'_>, Box<dyn Error>> {
+    Ok(parse_dockerfile::parse(source).map_err(|e| format!("Dockerfile: {e}"))?)
 }
 
-/// The Dockerfile's instructions, continuation lines joined, comments dropped, each with the
-/// index of the stage (FROM) it belongs to.
-fn dockerfile() -> Result<Vec<Instruction>, Box<dyn Error>> {
-    let source = read("Dockerfile")?;
-    let mut instructions = Vec::new();
-    let mut pending = String::new();
-    let mut stage = 0;
-    for line in source.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('#') || (trimmed.is_empty() && pending.is_empty()) {
-            continue;
-        }
-        if let Some(head) = trimmed.strip_suffix('\\') {
-            pending.push_str(head);
-            pending.push(' ');
-            continue;
-        }
-        pending.push_str(trimmed);
-        let joined = std::mem::take(&mut pending);
-        let (keyword, args) = joined
-            .split_once(char::is_whitespace)
-            .unwrap_or((&joined, ""));
-        let keyword = keyword.to_ascii_uppercase();
-        if keyword == "FROM" {
-            stage += 1;
-        }
-        instructions.push(Instruction {
-            keyword,
-            args: args.trim().to_owned(),
-            stage,
-        });
-    }
-    Ok(instructions)
+/// The line-continuation character: `\` unless an `escape` directive says otherwise.
+fn escape(dockerfile: &Dockerfile<'_>) -> char {
+    dockerfile
+        .parser_directives
+        .escape
+        .as_ref()
+        .map_or('\\', |directive| directive.value.value)
 }
 
-fn final_stage(instructions: &[Instruction]) -> impl Iterator<Item = &Instruction> {
-    let last = instructions.iter().map(|i| i.stage).max().unwrap_or(0);
-    instructions.iter().filter(move |i| i.stage == last)
+fn runtime_stage<'a, 'b>(dockerfile: &'b Dockerfile<'a>) -> Result<Stage<'a, 'b>, Box<dyn Error>> {
+    Ok(dockerfile
+        .stages()
+        .last()
+        .ok_or("the Dockerfile has no stage")?)
 }
 
-fn single<'a>(
-    instructions: &'a [Instruction],
+/// The one instruction of a kind in a stage, picked by `pick`.
+fn single<'a, 'b, T>(
+    stage: &Stage<'a, 'b>,
     keyword: &str,
-) -> Result<&'a Instruction, Box<dyn Error>> {
-    let found: Vec<_> = final_stage(instructions)
-        .filter(|i| i.keyword == keyword)
-        .collect();
+    pick: impl Fn(&'b Instruction<'a>) -> Option<&'b T>,
+) -> Result<&'b T, Box<dyn Error>> {
+    let found: Vec<&T> = stage.instructions.iter().filter_map(pick).collect();
     match found.as_slice() {
         [one] => Ok(one),
         _ => Err(format!(
@@ -165,9 +144,39 @@ fn single<'a>(
     }
 }
 
-/// An exec-form argument list (`["a", "b"]`), as Docker reads it: a JSON array of strings.
-fn exec_form(args: &str) -> Result<Vec<String>, Box<dyn Error>> {
-    serde_json::from_str(args).map_err(|e| format!("not exec form ({e}): {args}").into())
+/// An exec-form argument list; the runtime image has no shell for the shell form.
+fn exec_form(command: &parse_dockerfile::Command<'_>) -> Result<Vec<String>, Box<dyn Error>> {
+    match command {
+        parse_dockerfile::Command::Exec(arguments) => Ok(arguments
+            .value
+            .iter()
+            .map(|argument| argument.value.to_string())
+            .collect()),
+        other => Err(format!("not exec form: {other:?}").into()),
+    }
+}
+
+/// What each RUN of a stage runs, by its index among the stage's instructions, as one line
+/// of words: continuation lines joined, here-documents appended.
+fn run_lines(stage: &Stage<'_, '_>, escape: char) -> Result<Vec<(usize, String)>, Box<dyn Error>> {
+    let mut lines = Vec::new();
+    for (at, instruction) in stage.instructions.iter().enumerate() {
+        let Instruction::Run(run) = instruction else {
+            continue;
+        };
+        let mut text = match &run.arguments {
+            parse_dockerfile::Command::Shell(text) => {
+                text.value.replace(&format!("{escape}\n"), " ")
+            }
+            exec => exec_form(exec)?.join(" "),
+        };
+        for here_doc in &run.here_docs {
+            text.push(' ');
+            text.push_str(&here_doc.value);
+        }
+        lines.push((at, text.split_whitespace().collect::<Vec<_>>().join(" ")));
+    }
+    Ok(lines)
 }
 
 fn is_pinned(image: &str) -> bool {
@@ -184,36 +193,23 @@ fn is_pinned(image: &str) -> bool {
 
 #[test]
 fn dockerfile_is_multi_stage_from_pinned_images() -> TestResult {
-    let instructions = dockerfile()?;
-    let froms: Vec<_> = instructions
-        .iter()
-        .filter(|i| i.keyword == "FROM")
-        .collect();
+    let source = read("Dockerfile")?;
+    let dockerfile = dockerfile(&source)?;
     assert!(
-        froms.len() >= 2,
+        dockerfile.stages().len() >= 2,
         "a build stage and a runtime stage are expected"
     );
-    let mut stages: Vec<String> = Vec::new();
-    for from in froms {
-        let words: Vec<&str> = from
-            .args
-            .split_whitespace()
-            .filter(|w| !w.starts_with("--"))
-            .collect();
-        let image = words.first().ok_or("FROM without an image")?;
-        if !stages.iter().any(|s| s == image) {
+    let mut stages: Vec<&str> = Vec::new();
+    for stage in dockerfile.stages() {
+        let image = stage.from.image.value.as_ref();
+        if !stages.contains(&image) {
             assert!(
                 is_pinned(image),
                 "base image not pinned by tag and digest: {image}"
             );
         }
-        if let [_, as_keyword, name] = words.as_slice() {
-            assert!(
-                as_keyword.eq_ignore_ascii_case("as"),
-                "unexpected FROM: {}",
-                from.args
-            );
-            stages.push((*name).to_owned());
+        if let Some((_, name)) = &stage.from.as_ {
+            stages.push(name.value.as_ref());
         }
     }
     Ok(())
@@ -221,41 +217,62 @@ fn dockerfile_is_multi_stage_from_pinned_images() -> TestResult {
 
 #[test]
 fn dockerfile_builds_locked_and_caches_dependencies_before_sources() -> TestResult {
-    let instructions = dockerfile()?;
-    let runs: Vec<&Instruction> = instructions.iter().filter(|i| i.keyword == "RUN").collect();
-    for run in &runs {
-        for needs_lock in ["cargo build", "cargo install", "cargo chef cook"] {
-            if run.args.contains(needs_lock) {
-                assert!(
-                    run.args.contains("--locked"),
-                    "`{needs_lock}` without --locked: {}",
-                    run.args
-                );
+    let source = read("Dockerfile")?;
+    let dockerfile = dockerfile(&source)?;
+    let mut built = false;
+    for stage in dockerfile.stages() {
+        let runs = run_lines(&stage, escape(&dockerfile))?;
+        for (_, run) in &runs {
+            for needs_lock in ["cargo build", "cargo install", "cargo chef cook"] {
+                if run.contains(needs_lock) {
+                    assert!(
+                        run.contains("--locked"),
+                        "`{needs_lock}` without --locked: {run}"
+                    );
+                }
             }
         }
-    }
-    let position = |pred: &dyn Fn(&Instruction) -> bool| instructions.iter().position(pred);
-    let build =
-        position(&|i| i.keyword == "RUN" && i.args.contains("cargo build --release --locked"))
-            .ok_or("no `cargo build --release --locked`, the command CI runs")?;
-    let stage = instructions[build].stage;
-    let dependencies =
-        position(&|i| i.stage == stage && i.keyword == "RUN" && i.args.contains("cargo chef cook"))
-            .ok_or("the build stage compiles no dependency layer")?;
-    let sources =
-        position(&|i| i.stage == stage && i.keyword == "COPY" && !i.args.contains("--from"))
+        let position = |what: &str| {
+            runs.iter()
+                .find(|(_, run)| run.contains(what))
+                .map(|(at, _)| *at)
+        };
+        let Some(build) = position("cargo build --release --locked") else {
+            continue;
+        };
+        built = true;
+        let dependencies =
+            position("cargo chef cook").ok_or("the build stage compiles no dependency layer")?;
+        let sources = stage
+            .instructions
+            .iter()
+            .position(|i| {
+                matches!(i, Instruction::Copy(copy) if copy.options.iter().all(|flag| flag.name.value != "from"))
+            })
             .ok_or("the build stage copies no sources")?;
+        assert!(
+            dependencies < sources && sources < build,
+            "dependencies must be compiled before the sources are copied in"
+        );
+    }
     assert!(
-        dependencies < sources && sources < build,
-        "dependencies must be compiled before the sources are copied in"
+        built,
+        "no `cargo build --release --locked`, the command CI runs"
     );
     Ok(())
 }
 
 #[test]
 fn dockerfile_runtime_stage_runs_the_binary_as_numeric_non_root_user() -> TestResult {
-    let instructions = dockerfile()?;
-    let user = &single(&instructions, "USER")?.args;
+    let source = read("Dockerfile")?;
+    let dockerfile = dockerfile(&source)?;
+    let runtime = runtime_stage(&dockerfile)?;
+    let user = &single(&runtime, "USER", |i| match i {
+        Instruction::User(user) => Some(user),
+        _ => None,
+    })?
+    .arguments
+    .value;
     let ids: Vec<&str> = user.split(':').collect();
     assert!(
         ids.iter()
@@ -264,11 +281,16 @@ fn dockerfile_runtime_stage_runs_the_binary_as_numeric_non_root_user() -> TestRe
     );
     assert_ne!(ids[0], "0", "USER must not be root");
 
-    let entrypoint = exec_form(&single(&instructions, "ENTRYPOINT")?.args)?;
-    assert_eq!(entrypoint, ["/usr/local/bin/flexcloud-exporter"]);
+    let entrypoint = single(&runtime, "ENTRYPOINT", |i| match i {
+        Instruction::Entrypoint(entrypoint) => Some(entrypoint),
+        _ => None,
+    })?;
+    assert_eq!(
+        exec_form(&entrypoint.arguments)?,
+        ["/usr/local/bin/flexcloud-exporter"]
+    );
     assert!(
-        final_stage(&instructions)
-            .any(|i| i.keyword == "COPY" && i.args.ends_with(" /usr/local/bin/flexcloud-exporter")),
+        runtime.instructions.iter().any(|i| matches!(i, Instruction::Copy(copy) if copy.dest.value == "/usr/local/bin/flexcloud-exporter")),
         "the runtime stage must copy the binary to the entrypoint's path"
     );
     Ok(())
@@ -276,17 +298,29 @@ fn dockerfile_runtime_stage_runs_the_binary_as_numeric_non_root_user() -> TestRe
 
 #[test]
 fn dockerfile_exposes_and_health_checks_the_default_port() -> TestResult {
-    let instructions = dockerfile()?;
-    let expose = &single(&instructions, "EXPOSE")?.args;
-    assert_eq!(expose, &DEFAULT_PORT.to_string());
+    let source = read("Dockerfile")?;
+    let dockerfile = dockerfile(&source)?;
+    let runtime = runtime_stage(&dockerfile)?;
+    let expose = single(&runtime, "EXPOSE", |i| match i {
+        Instruction::Expose(expose) => Some(expose),
+        _ => None,
+    })?;
+    let ports: Vec<&str> = expose
+        .arguments
+        .iter()
+        .map(|port| port.value.as_ref())
+        .collect();
+    assert_eq!(ports, [DEFAULT_PORT.to_string()]);
 
-    let healthcheck = &single(&instructions, "HEALTHCHECK")?.args;
-    let (_, command) = healthcheck
-        .split_once(" CMD ")
-        .ok_or_else(|| format!("HEALTHCHECK without CMD: {healthcheck}"))?;
-    let command = exec_form(command.trim())?;
+    let healthcheck = single(&runtime, "HEALTHCHECK", |i| match i {
+        Instruction::Healthcheck(healthcheck) => Some(healthcheck),
+        _ => None,
+    })?;
+    let HealthcheckArguments::Cmd { arguments, .. } = &healthcheck.arguments else {
+        return Err(format!("HEALTHCHECK without CMD: {healthcheck:?}").into());
+    };
     assert_eq!(
-        command,
+        exec_form(arguments)?,
         [
             "/usr/local/bin/flexcloud-exporter".to_owned(),
             "--health-check".to_owned(),
@@ -298,10 +332,15 @@ fn dockerfile_exposes_and_health_checks_the_default_port() -> TestResult {
 
 #[test]
 fn dockerfile_labels_the_image_and_bakes_in_no_credentials() -> TestResult {
-    let instructions = dockerfile()?;
-    let labels: String = final_stage(&instructions)
-        .filter(|i| i.keyword == "LABEL")
-        .map(|i| i.args.as_str())
+    let source = read("Dockerfile")?;
+    let dockerfile = dockerfile(&source)?;
+    let labels: String = runtime_stage(&dockerfile)?
+        .instructions
+        .iter()
+        .filter_map(|i| match i {
+            Instruction::Label(label) => Some(label.arguments.value.as_ref()),
+            _ => None,
+        })
         .collect();
     for key in ["title", "description", "licenses", "version", "revision"] {
         assert!(
@@ -309,17 +348,17 @@ fn dockerfile_labels_the_image_and_bakes_in_no_credentials() -> TestResult {
             "no OCI label {key}"
         );
     }
-    for instruction in instructions
-        .iter()
-        .filter(|i| i.keyword == "ENV" || i.keyword == "ARG")
-    {
-        let upper = instruction.args.to_ascii_uppercase();
+    for instruction in &dockerfile.instructions {
+        let (keyword, arguments) = match instruction {
+            Instruction::Env(env) => ("ENV", &env.arguments.value),
+            Instruction::Arg(arg) => ("ARG", &arg.arguments.value),
+            _ => continue,
+        };
+        let upper = arguments.to_ascii_uppercase();
         for secret in ["PASSWORD", "USERNAME", "TOKEN", "SECRET"] {
             assert!(
                 !upper.contains(secret),
-                "credential-like {}: {}",
-                instruction.keyword,
-                instruction.args
+                "credential-like {keyword}: {arguments}"
             );
         }
     }

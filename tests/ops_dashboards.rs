@@ -2,7 +2,8 @@
 //!
 //! The linter is a Go program that cannot be installed here, so its rules that matter for a
 //! shipped dashboard are restated below (rule names in comments) and applied to every JSON
-//! file in `dashboards/`, together with checks against this exporter's metrics contract.
+//! file in `dashboards/`, together with checks against this exporter's metrics contract:
+//! queries are read by promql-parser and their names checked against the golden exposition.
 //! The type check against `@grafana/schema` needs npm packages and is ignored unless asked
 //! for (`cargo test --test ops_dashboards -- --include-ignored`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,58 +12,41 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
+use promql_parser::label::{METRIC_NAME, MatchOp};
+use promql_parser::parser::{self, Expr, VectorSelector};
 use serde_json::Value;
 
-/// Every metric the exporter promises (histogram and process series included).
-const METRICS: &[&str] = &[
-    "flexcloud_images",
-    "flexcloud_images_saving_oldest_age_seconds",
-    "flexcloud_image_saving_created_timestamp_seconds",
-    "flexcloud_probe_success",
-    "flexcloud_probe_duration_seconds",
-    "flexcloud_probe_http_status_code",
-    "flexcloud_last_success_timestamp_seconds",
-    "flexcloud_discovery_success",
-    "flexcloud_discovery_http_status_code",
-    "flexcloud_api_requests_total",
-    "flexcloud_api_request_duration_seconds_bucket",
-    "flexcloud_api_request_duration_seconds_sum",
-    "flexcloud_api_request_duration_seconds_count",
-    "flexcloud_up",
-    "flexcloud_collection_duration_seconds",
-    "flexcloud_last_collection_timestamp_seconds",
-    "flexcloud_accounts_watched",
-    "flexcloud_zones_watched",
-    "flexcloud_image_saving_series_dropped_total",
-    "flexcloud_exporter_build_info",
-    // Prometheus's own series for the scrape target.
-    "up",
+// The test uses the file listing, Grafana's variable syntax and its built-in variables.
+#[allow(dead_code)]
+#[path = "common/dashboards.rs"]
+mod dashboards;
+use dashboards::{GLOBAL_VARIABLES, dashboard_files, label_values, substitute};
+
+/// The exposition of a fixed snapshot, kept in step with the exporter by tests/golden.rs: the
+/// source of the metric and label names a query may use.
+const GOLDEN: &str = "tests/fixtures/golden/metrics.txt";
+
+/// The standard process metrics (`ProcessCollector` in src/metrics.rs): read from /proc at
+/// scrape time, so the golden exposition of a snapshot has none.
+const PROCESS_METRICS: &[&str] = &[
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_start_time_seconds",
+    "process_open_fds",
+    "process_max_fds",
 ];
 
-/// Labels the exporter's series carry, plus the target labels Prometheus adds.
-const LABELS: &[&str] = &[
-    "job",
-    "instance",
-    "account_id",
-    "zone_id",
-    "image_type",
-    "image_id",
-    "image_name",
-    "status",
-    "endpoint",
-    "code",
-    "step",
-    "le",
-    "version",
-    "revision",
-];
+/// What Prometheus adds for every scrape target: the `up` series and the target labels, with
+/// `le`, which a histogram has even before its first observation.
+const TARGET_METRICS: &[&str] = &["up"];
+const TARGET_LABELS: &[&str] = &["job", "instance"];
+const BUCKET_LABEL: &str = "le";
 
 /// Variables that filter the exporter's own labels (multi-select with All).
 const LABEL_VARIABLES: &[&str] = &["account_id", "zone_id", "image_type"];
-
-/// Grafana's built-in variables that queries may use.
-const GLOBAL_VARIABLES: &[&str] = &["__rate_interval", "__interval", "__range"];
 
 /// Unit ids Grafana knows (a subset of its value formats: the families an exporter dashboard
 /// plausibly needs). Anything else is a typo Grafana would render as a plain number.
@@ -123,27 +107,115 @@ fn repo(path: &str) -> PathBuf {
 
 /// Every dashboard file, parsed, by file name.
 fn dashboards() -> BTreeMap<String, Value> {
-    let dir = repo("dashboards");
-    let mut found = BTreeMap::new();
-    let entries = fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    for entry in entries {
-        let path = entry
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .path();
-        if path.extension().is_some_and(|ext| ext == "json") {
+    let found: BTreeMap<String, Value> = dashboard_files()
+        .iter()
+        .map(|path| {
             let name = path
                 .file_name()
                 .unwrap_or_else(|| panic!("{} has no file name", path.display()))
                 .to_string_lossy()
                 .into_owned();
-            let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{name}: {e}"));
             let json =
                 serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
-            found.insert(name, json);
+            (name, json)
+        })
+        .collect();
+    assert!(!found.is_empty(), "no dashboard JSON in dashboards/");
+    found
+}
+
+/// What the exporter exposes: each series name a query may select with the label names its
+/// samples carry, and every label name.
+struct Exposed {
+    metrics: BTreeMap<String, BTreeSet<String>>,
+    labels: BTreeSet<String>,
+}
+
+/// The names of the golden exposition: each `# TYPE` family gives its series names (a
+/// histogram its `_bucket`, `_sum` and `_count`; a counter the `_total` name its samples are
+/// written with), with the process metrics and what Prometheus adds to every target.
+fn exposed() -> Exposed {
+    let text = fs::read_to_string(repo(GOLDEN)).unwrap_or_else(|e| panic!("{GOLDEN}: {e}"));
+    let samples: Vec<(String, BTreeSet<String>)> = text
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(sample)
+        .collect();
+    let mut metrics: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in text.lines() {
+        let Some(family) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (family, kind) = family
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("{GOLDEN}: no type in {line:?}"));
+        let names: Vec<String> = match kind {
+            "histogram" => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|suffix| format!("{family}{suffix}"))
+                .collect(),
+            "summary" => [
+                family.to_string(),
+                format!("{family}_sum"),
+                format!("{family}_count"),
+            ]
+            .into(),
+            "counter" => samples
+                .iter()
+                .map(|(name, _)| name)
+                .filter(|name| *name == family || **name == format!("{family}_total"))
+                .cloned()
+                .collect(),
+            _ => vec![family.to_string()],
+        };
+        assert!(!names.is_empty(), "{GOLDEN}: family {family} has no series");
+        for name in names {
+            let labels = samples
+                .iter()
+                .filter(|(sample, _)| *sample == name)
+                .flat_map(|(_, labels)| labels.iter().cloned())
+                .collect();
+            metrics.insert(name, labels);
         }
     }
-    assert!(!found.is_empty(), "no dashboard JSON in {}", dir.display());
-    found
+    for name in PROCESS_METRICS.iter().chain(TARGET_METRICS) {
+        metrics.insert(name.to_string(), BTreeSet::new());
+    }
+    let labels = samples
+        .iter()
+        .flat_map(|(_, labels)| labels.iter().cloned())
+        .chain(
+            TARGET_LABELS
+                .iter()
+                .chain([&BUCKET_LABEL])
+                .map(|l| l.to_string()),
+        )
+        .collect();
+    Exposed { metrics, labels }
+}
+
+/// The metric name and label names of one sample line. Its series, `name{label="value",...}`,
+/// is written as a PromQL selector with the same string escapes, so promql-parser reads it;
+/// the value (and any timestamp) follow the closing brace, or the name when there are no
+/// labels.
+fn sample(line: &str) -> (String, BTreeSet<String>) {
+    let end = line
+        .rfind('}')
+        .map(|at| at + 1)
+        .or_else(|| line.find(' '))
+        .unwrap_or(line.len());
+    match parser::parse(&line[..end]) {
+        Ok(Expr::VectorSelector(VectorSelector {
+            name: Some(name),
+            matchers,
+            ..
+        })) => (
+            name,
+            matchers.matchers.into_iter().map(|m| m.name).collect(),
+        ),
+        other => panic!("{GOLDEN}: not a sample line ({other:?}): {line}"),
+    }
 }
 
 fn str_at<'a>(value: &'a Value, key: &str) -> &'a str {
@@ -302,6 +374,7 @@ fn one_prometheus_datasource_variable_named_datasource() {
 // template-on-time-change-reload, and the same shape for the exporter's own labels.
 #[test]
 fn job_instance_and_label_variables_are_templated_multi_select_queries() {
+    let exposed = exposed();
     let mut findings = Findings::default();
     for (name, d) in dashboards() {
         for (var, label, all) in [("job", "Job", ".+"), ("instance", "Instance", ".+")] {
@@ -337,40 +410,48 @@ fn job_instance_and_label_variables_are_templated_multi_select_queries() {
                 format!("{name}: variable `{var}` should refresh on time range change (2)")
             });
             let query = str_at(v, "query");
-            match label_values(query) {
-                Some((selector, label)) => {
-                    findings.check(label == var, || {
-                        format!("{name}: variable `{var}` lists label `{label}`, not its own name")
-                    });
-                    let metric = selector.split('{').next().unwrap_or("").trim();
-                    findings.check(METRICS.contains(&metric), || {
-                        format!("{name}: variable `{var}` reads unknown metric {metric:?}")
-                    });
-                    if var != "job" {
-                        findings.check(selector.contains("job=~\"$job\""), || {
-                            format!(
-                                "{name}: variable `{var}` should be limited to the selected jobs"
-                            )
-                        });
-                    }
-                }
-                None => findings.0.push(format!(
+            let Some((selector, label)) = label_values(query) else {
+                findings.0.push(format!(
                     "{name}: variable `{var}` query {query:?} is not label_values(selector, label)"
+                ));
+                continue;
+            };
+            findings.check(label == var, || {
+                format!("{name}: variable `{var}` lists label `{label}`, not its own name")
+            });
+            for other in variable_references(selector) {
+                findings.check(
+                    variable(&d, &other).is_some() || placeholder(&other).is_some(),
+                    || format!("{name}: variable `{var}` uses undefined variable ${other}"),
+                );
+            }
+            let vs = match parse_query(selector) {
+                Ok(Expr::VectorSelector(vs)) => vs,
+                other => {
+                    findings.0.push(format!(
+                        "{name}: variable `{var}` reads {selector:?}, not a series selector: {other:?}"
+                    ));
+                    continue;
+                }
+            };
+            let metric = metric(&vs);
+            match exposed.metrics.get(metric) {
+                Some(carried) => findings.check(
+                    carried.contains(label) || TARGET_LABELS.contains(&label),
+                    || format!("{name}: variable `{var}` lists `{label}` of {metric}, which has no such label"),
+                ),
+                None => findings.0.push(format!(
+                    "{name}: variable `{var}` reads unknown metric {metric:?}"
                 )),
+            }
+            if var != "job" {
+                findings.check(has(&vs, "job", "=~", "$job"), || {
+                    format!("{name}: variable `{var}` should be limited to the selected jobs")
+                });
             }
         }
     }
     findings.assert_none("query variables");
-}
-
-/// `label_values(selector, label)` split into its two arguments.
-fn label_values(query: &str) -> Option<(&str, &str)> {
-    let inner = query
-        .trim()
-        .strip_prefix("label_values(")?
-        .strip_suffix(')')?;
-    let (selector, label) = inner.rsplit_once(',')?;
-    Some((selector.trim(), label.trim()))
 }
 
 // panel-datasource-rule, panel-title-description-rule, panel-units-rule, panel-no-targets-rule
@@ -455,32 +536,45 @@ fn every_panel_has_title_description_unit_templated_datasource_and_targets() {
 // plus the metrics contract: known metrics and labels, label variables applied.
 #[test]
 fn every_query_selects_job_and_instance_and_uses_rate_interval() {
+    let exposed = exposed();
     let mut findings = Findings::default();
     for (name, d) in dashboards() {
         for (place, expr) in expressions(&d) {
-            let parsed = match Query::parse(&expr) {
+            for var in variable_references(&expr) {
+                findings.check(
+                    variable(&d, &var).is_some() || placeholder(&var).is_some(),
+                    || format!("{name}: {place}: uses undefined variable ${var}"),
+                );
+            }
+            let parsed = match parse_query(&expr) {
                 Ok(parsed) => parsed,
                 Err(e) => {
                     findings.0.push(format!("{name}: {place}: {e}: {expr}"));
                     continue;
                 }
             };
-            findings.check(!parsed.selectors.is_empty(), || {
+            let query = Query::of(&parsed);
+            findings.check(!query.selectors.is_empty(), || {
                 format!("{name}: {place}: selects no series")
             });
-            for s in &parsed.selectors {
-                let metric = s.metric.as_str();
-                findings.check(METRICS.contains(&metric), || {
+            for s in &query.selectors {
+                let metric = metric(s.vs);
+                findings.check(exposed.metrics.contains_key(metric), || {
                     format!("{name}: {place}: unknown metric {metric:?}")
                 });
                 for (label, required) in [("job", "$job"), ("instance", "$instance")] {
-                    findings.check(s.has(label, "=~", required), || {
+                    findings.check(has(s.vs, label, "=~", required), || {
                         format!("{name}: {place}: {metric} lacks {label}=~\"{required}\"")
                     });
                 }
-                for m in &s.matchers {
-                    findings.check(LABELS.contains(&m.label.as_str()), || {
-                        format!("{name}: {place}: unknown label {:?}", m.label)
+                for m in
+                    s.vs.matchers
+                        .matchers
+                        .iter()
+                        .chain(s.vs.matchers.or_matchers.iter().flatten())
+                {
+                    findings.check(exposed.labels.contains(&m.name), || {
+                        format!("{name}: {place}: unknown label {:?}", m.name)
                     });
                 }
                 if metric.ends_with("_total") || metric.ends_with("_bucket") {
@@ -490,21 +584,18 @@ fn every_query_selects_job_and_instance_and_uses_rate_interval() {
                     );
                 }
                 if matches!(s.call.as_deref(), Some("rate" | "irate")) {
-                    findings.check(s.range.as_deref() == Some("$__rate_interval"), || {
-                        format!("{name}: {place}: {metric} in rate() should use [$__rate_interval], uses {:?}", s.range)
+                    findings.check(s.range == placeholder(RATE_INTERVAL), || {
+                        format!(
+                            "{name}: {place}: {metric} in rate() should use [$__rate_interval], uses {}",
+                            s.range.map_or("no range".into(), range_text)
+                        )
                     });
                 }
             }
-            for label in &parsed.grouping {
-                findings.check(LABELS.contains(&label.as_str()), || {
+            for label in &query.grouping {
+                findings.check(exposed.labels.contains(*label), || {
                     format!("{name}: {place}: groups by unknown label {label:?}")
                 });
-            }
-            for var in variable_references(&expr) {
-                findings.check(
-                    variable(&d, &var).is_some() || GLOBAL_VARIABLES.contains(&var.as_str()),
-                    || format!("{name}: {place}: uses undefined variable ${var}"),
-                );
             }
         }
     }
@@ -515,53 +606,19 @@ fn every_query_selects_job_and_instance_and_uses_rate_interval() {
 /// ignores the account filter would show other accounts' images under the chosen one.
 #[test]
 fn label_variables_filter_every_series_that_has_the_label() {
-    /// Which of the filtered labels each metric carries.
-    const CARRIES: &[(&str, &[&str])] = &[
-        ("flexcloud_images", &["account_id", "zone_id", "image_type"]),
-        (
-            "flexcloud_images_saving_oldest_age_seconds",
-            &["account_id", "zone_id", "image_type"],
-        ),
-        (
-            "flexcloud_image_saving_created_timestamp_seconds",
-            &["account_id", "zone_id", "image_type"],
-        ),
-        ("flexcloud_probe_success", &["account_id", "zone_id"]),
-        (
-            "flexcloud_probe_duration_seconds",
-            &["account_id", "zone_id"],
-        ),
-        (
-            "flexcloud_probe_http_status_code",
-            &["account_id", "zone_id"],
-        ),
-        (
-            "flexcloud_last_success_timestamp_seconds",
-            &["account_id", "zone_id"],
-        ),
-        ("flexcloud_discovery_success", &["account_id"]),
-        ("flexcloud_discovery_http_status_code", &["account_id"]),
-        ("flexcloud_api_requests_total", &["account_id"]),
-        (
-            "flexcloud_api_request_duration_seconds_bucket",
-            &["account_id"],
-        ),
-    ];
+    let exposed = exposed();
     let mut findings = Findings::default();
     for (name, d) in dashboards() {
         for (place, expr) in expressions(&d) {
-            let Ok(parsed) = Query::parse(&expr) else {
+            let Ok(parsed) = parse_query(&expr) else {
                 continue;
             };
-            for s in &parsed.selectors {
-                let carried = CARRIES
-                    .iter()
-                    .find(|(m, _)| *m == s.metric)
-                    .map(|(_, l)| *l)
-                    .unwrap_or(&[]);
-                for label in carried {
-                    findings.check(s.has(label, "=~", &format!("${label}")), || {
-                        format!("{name}: {place}: {} lacks {label}=~\"${label}\"", s.metric)
+            for s in &Query::of(&parsed).selectors {
+                let metric = metric(s.vs);
+                let carried = exposed.metrics.get(metric).into_iter().flatten();
+                for label in carried.filter(|l| LABEL_VARIABLES.contains(&l.as_str())) {
+                    findings.check(has(s.vs, label, "=~", &format!("${label}")), || {
+                        format!("{name}: {place}: {metric} lacks {label}=~\"${label}\"")
                     });
                 }
             }
@@ -614,336 +671,144 @@ fn variable_references(text: &str) -> BTreeSet<String> {
     found
 }
 
-/// One label matcher of a selector.
-#[derive(Debug, PartialEq)]
-struct Matcher {
-    label: String,
-    op: String,
-    value: String,
+/// The built-in interval variable that `rate` and `irate` ranges must use.
+const RATE_INTERVAL: &str = "__rate_interval";
+
+/// Where dashboard-linter starts its stand-in durations (130d12h46m4s): no one writes such
+/// a range by hand, so a range in the syntax tree tells which built-in variable it was.
+const PLACEHOLDER_SECONDS: u64 = 11_277_964;
+
+/// The stand-in duration for one of Grafana's built-in interval variables.
+fn placeholder(variable: &str) -> Option<Duration> {
+    let index = GLOBAL_VARIABLES
+        .iter()
+        .position(|(name, _)| *name == variable)?;
+    Some(Duration::from_secs(PLACEHOLDER_SECONDS + index as u64))
 }
 
-/// A vector selector with what encloses it.
-#[derive(Debug)]
-struct Selector {
-    metric: String,
-    matchers: Vec<Matcher>,
-    /// The text of `[...]` right after the selector.
-    range: Option<String>,
-    /// The innermost function or aggregation whose argument list holds the selector.
+/// A range as the dashboard wrote it: `$variable` for a stand-in, else the duration.
+fn range_text(range: Duration) -> String {
+    GLOBAL_VARIABLES
+        .iter()
+        .find(|(name, _)| placeholder(name) == Some(range))
+        .map_or_else(
+            || humantime::format_duration(range).to_string(),
+            |(name, _)| format!("${name}"),
+        )
+}
+
+/// A dashboard query parsed as Prometheus would see it, but with each built-in interval
+/// variable replaced by its stand-in. Dashboard variables are kept as written: they stand in
+/// matcher strings (`job=~"$job"`), where the parser leaves them alone.
+fn parse_query(expr: &str) -> Result<Expr, String> {
+    let values: BTreeMap<String, String> = variable_references(expr)
+        .into_iter()
+        .map(|name| {
+            let value = match placeholder(&name) {
+                Some(range) => format!("{}s", range.as_secs()),
+                None => format!("${name}"),
+            };
+            (name, value)
+        })
+        .collect();
+    parser::parse(&substitute(expr, &values))
+}
+
+/// The metric a selector names, by name or by a `__name__` matcher.
+fn metric(vs: &VectorSelector) -> &str {
+    vs.name
+        .as_deref()
+        .or_else(|| {
+            vs.matchers
+                .matchers
+                .iter()
+                .find(|m| m.name == METRIC_NAME && m.op == MatchOp::Equal)
+                .map(|m| m.value.as_str())
+        })
+        .unwrap_or("")
+}
+
+/// Whether a selector has the matcher `label op "value"` (outside any `or` alternative).
+fn has(vs: &VectorSelector, label: &str, op: &str, value: &str) -> bool {
+    vs.matchers
+        .matchers
+        .iter()
+        .any(|m| m.name == label && m.op.to_string() == op && m.value == value)
+}
+
+/// A selector of a query with what encloses it.
+struct Selector<'a> {
+    vs: &'a VectorSelector,
+    /// The range of a range-vector selector.
+    range: Option<Duration>,
+    /// The innermost function or aggregation whose argument holds the selector.
     call: Option<String>,
 }
 
-impl Selector {
-    fn has(&self, label: &str, op: &str, value: &str) -> bool {
-        self.matchers
-            .iter()
-            .any(|m| m.label == label && m.op == op && m.value == value)
-    }
+/// What the dashboard rules need from a query's syntax tree: its selectors, and the labels
+/// of its `by`, `without`, `on`, `ignoring` and `group_*` clauses.
+#[derive(Default)]
+struct Query<'a> {
+    selectors: Vec<Selector<'a>>,
+    grouping: Vec<&'a str>,
 }
 
-/// What the dashboard rules need from a PromQL expression: its selectors and the labels of
-/// its `by`/`without`/`on`/`ignoring`/`group_*` clauses. A small scanner, not a parser:
-/// promtool parses every expression in the `ops_rules` test.
-#[derive(Debug, Default)]
-struct Query {
-    selectors: Vec<Selector>,
-    grouping: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Ident(String),
-    Str,
-    Number,
-    Braces(String),
-    Brackets(String),
-    Open,
-    Close,
-    Other,
-}
-
-const LABEL_LIST_KEYWORDS: &[&str] = &[
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-];
-const WORD_OPERATORS: &[&str] = &[
-    "and", "or", "unless", "bool", "offset", "atan2", "inf", "nan", "Inf", "NaN",
-];
-const AGGREGATIONS: &[&str] = &[
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "group",
-    "stddev",
-    "stdvar",
-    "count",
-    "count_values",
-    "bottomk",
-    "topk",
-    "quantile",
-];
-
-impl Query {
-    fn parse(expr: &str) -> Result<Query, String> {
-        let tokens = tokenize(expr)?;
+impl<'a> Query<'a> {
+    fn of(expr: &'a Expr) -> Self {
         let mut query = Query::default();
-        // One entry per open parenthesis: the call it belongs to, or None for a plain one.
-        let mut calls: Vec<Option<String>> = Vec::new();
-        // An aggregation written `sum by (x) (...)` owns the parenthesis after its label list.
-        let mut aggregation: Option<String> = None;
-        let mut i = 0;
-        while i < tokens.len() {
-            let next = tokens.get(i + 1);
-            match &tokens[i] {
-                Token::Ident(word) if WORD_OPERATORS.contains(&word.as_str()) => {}
-                Token::Ident(word) if LABEL_LIST_KEYWORDS.contains(&word.as_str()) => {
-                    if next != Some(&Token::Open) {
-                        return Err(format!("`{word}` without a label list"));
+        query.walk(expr, None);
+        query
+    }
+
+    fn walk(&mut self, expr: &'a Expr, call: Option<&str>) {
+        match expr {
+            Expr::Aggregate(aggregate) => {
+                if let Some(modifier) = &aggregate.modifier {
+                    self.group(&modifier.labels().labels);
+                }
+                let op = aggregate.op.to_string();
+                if let Some(param) = &aggregate.param {
+                    self.walk(param, Some(&op));
+                }
+                self.walk(&aggregate.expr, Some(&op));
+            }
+            Expr::Binary(binary) => {
+                if let Some(modifier) = &binary.modifier {
+                    if let Some(matching) = &modifier.matching {
+                        self.group(&matching.labels().labels);
                     }
-                    let mut j = i + 2;
-                    loop {
-                        match tokens.get(j) {
-                            Some(Token::Ident(label)) => query.grouping.push(label.clone()),
-                            Some(Token::Close) => break,
-                            Some(Token::Other) => {}
-                            other => {
-                                return Err(format!("unexpected {other:?} in `{word}` label list"));
-                            }
-                        }
-                        j += 1;
+                    if let Some(extra) = modifier.card.labels() {
+                        self.group(&extra.labels);
                     }
-                    i = j + 1;
-                    continue;
                 }
-                Token::Ident(word) if next == Some(&Token::Open) => {
-                    calls.push(Some(word.clone()));
-                    i += 2;
-                    continue;
-                }
-                Token::Ident(word) if AGGREGATIONS.contains(&word.as_str()) => {
-                    aggregation = Some(word.clone())
-                }
-                Token::Ident(metric) => {
-                    let Some(Token::Braces(body)) = next else {
-                        return Err(format!("selector {metric} has no label matchers"));
-                    };
-                    query
-                        .selectors
-                        .push(selector(metric, body, tokens.get(i + 2), &calls)?);
-                    i += 2;
-                    continue;
-                }
-                Token::Braces(body) => {
-                    let s = selector("", body, next, &calls)?;
-                    let name = s
-                        .matchers
-                        .iter()
-                        .find(|m| m.label == "__name__" && m.op == "=");
-                    let metric = name.map(|m| m.value.clone()).unwrap_or_default();
-                    query.selectors.push(Selector { metric, ..s });
-                }
-                Token::Open => calls.push(aggregation.take()),
-                Token::Close => {
-                    calls.pop().ok_or("unbalanced parentheses")?;
-                }
-                Token::Brackets(_) | Token::Str | Token::Number | Token::Other => {}
+                self.walk(&binary.lhs, call);
+                self.walk(&binary.rhs, call);
             }
-            i += 1;
-        }
-        if !calls.is_empty() {
-            return Err("unbalanced parentheses".into());
-        }
-        Ok(query)
-    }
-}
-
-fn selector(
-    metric: &str,
-    body: &str,
-    next: Option<&Token>,
-    calls: &[Option<String>],
-) -> Result<Selector, String> {
-    let range = match next {
-        Some(Token::Brackets(range)) => Some(range.trim().to_string()),
-        _ => None,
-    };
-    Ok(Selector {
-        metric: metric.to_string(),
-        matchers: matchers(body)?,
-        range,
-        call: calls.last().cloned().flatten(),
-    })
-}
-
-/// `a="x", b=~"y"` split into matchers.
-fn matchers(body: &str) -> Result<Vec<Matcher>, String> {
-    let mut found = Vec::new();
-    let mut rest = body.trim();
-    while !rest.is_empty() {
-        let name_len = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(rest.len());
-        let label = rest[..name_len].to_string();
-        rest = rest[name_len..].trim_start();
-        let op = ["=~", "!~", "!=", "="]
-            .into_iter()
-            .find(|op| rest.starts_with(op))
-            .ok_or_else(|| format!("no operator after label {label:?} in {{{body}}}"))?;
-        rest = rest[op.len()..].trim_start();
-        let quote = rest
-            .chars()
-            .next()
-            .filter(|c| matches!(c, '"' | '\'' | '`'))
-            .ok_or_else(|| format!("unquoted value for {label}"))?;
-        let end =
-            string_end(rest, quote).ok_or_else(|| format!("unterminated value for {label}"))?;
-        found.push(Matcher {
-            label,
-            op: op.to_string(),
-            value: rest[1..end].to_string(),
-        });
-        rest = rest[end + 1..].trim_start();
-        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
-    }
-    Ok(found)
-}
-
-/// Byte index of the quote closing the string that starts at `text[0]`.
-fn string_end(text: &str, quote: char) -> Option<usize> {
-    let mut escaped = false;
-    for (at, c) in text.char_indices().skip(1) {
-        match c {
-            '\\' if quote != '`' && !escaped => escaped = true,
-            c if c == quote && !escaped => return Some(at),
-            _ => escaped = false,
+            Expr::Call(function) => {
+                for arg in &function.args.args {
+                    self.walk(arg, Some(function.func.name));
+                }
+            }
+            Expr::Unary(unary) => self.walk(&unary.expr, call),
+            Expr::Paren(paren) => self.walk(&paren.expr, call),
+            Expr::Subquery(subquery) => self.walk(&subquery.expr, call),
+            Expr::VectorSelector(vs) => self.selectors.push(Selector {
+                vs,
+                range: None,
+                call: call.map(String::from),
+            }),
+            Expr::MatrixSelector(ms) => self.selectors.push(Selector {
+                vs: &ms.vs,
+                range: Some(ms.range),
+                call: call.map(String::from),
+            }),
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
         }
     }
-    None
-}
 
-fn tokenize(expr: &str) -> Result<Vec<Token>, String> {
-    let mut tokens = Vec::new();
-    let mut rest = expr;
-    while let Some(c) = rest.chars().next() {
-        let len = match c {
-            c if c.is_whitespace() => {
-                rest = &rest[c.len_utf8()..];
-                continue;
-            }
-            '#' => rest.find('\n').unwrap_or(rest.len()),
-            '"' | '\'' | '`' => {
-                tokens.push(Token::Str);
-                string_end(rest, c).ok_or("unterminated string")? + 1
-            }
-            '{' | '[' => {
-                let close = if c == '{' { '}' } else { ']' };
-                let mut at = 1;
-                loop {
-                    let next = rest[at..].chars().next().ok_or(format!("unclosed {c}"))?;
-                    if next == close {
-                        break;
-                    }
-                    at += if matches!(next, '"' | '\'' | '`') {
-                        string_end(&rest[at..], next).ok_or("unterminated string")? + 1
-                    } else {
-                        next.len_utf8()
-                    };
-                }
-                let body = rest[1..at].to_string();
-                tokens.push(if c == '{' {
-                    Token::Braces(body)
-                } else {
-                    Token::Brackets(body)
-                });
-                at + 1
-            }
-            // A variable outside a string stands for a value (`topk($n, ...)`), not a name.
-            '$' => {
-                tokens.push(Token::Other);
-                let body = &rest[1..];
-                if body.starts_with('{') {
-                    body.find('}').ok_or("unclosed ${")? + 2
-                } else {
-                    1 + body
-                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                        .unwrap_or(body.len())
-                }
-            }
-            '(' => {
-                tokens.push(Token::Open);
-                1
-            }
-            ')' => {
-                tokens.push(Token::Close);
-                1
-            }
-            c if c.is_ascii_digit() || c == '.' => {
-                tokens.push(Token::Number);
-                rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
-                    .unwrap_or(rest.len())
-            }
-            c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
-                let len = rest
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-                    .unwrap_or(rest.len());
-                tokens.push(Token::Ident(rest[..len].to_string()));
-                len
-            }
-            c => {
-                tokens.push(Token::Other);
-                c.len_utf8()
-            }
-        };
-        rest = &rest[len..];
+    fn group(&mut self, labels: &'a [String]) {
+        self.grouping.extend(labels.iter().map(String::as_str));
     }
-    Ok(tokens)
-}
-
-#[test]
-fn scanner_finds_selectors_ranges_calls_and_grouping() {
-    let q = Query::parse(
-        r#"histogram_quantile(0.9, sum by (le, endpoint) (rate(flexcloud_api_request_duration_seconds_bucket{job=~"$job", instance=~"$instance"}[$__rate_interval]))) or vector(0)"#,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(q.grouping, ["le", "endpoint"]);
-    assert_eq!(q.selectors.len(), 1);
-    let s = &q.selectors[0];
-    assert_eq!(s.metric, "flexcloud_api_request_duration_seconds_bucket");
-    assert_eq!(s.call.as_deref(), Some("rate"));
-    assert_eq!(s.range.as_deref(), Some("$__rate_interval"));
-    assert!(s.has("job", "=~", "$job") && s.has("instance", "=~", "$instance"));
-
-    let q = Query::parse(r#"time() - max by (instance) (up{job=~"$job", le="a,}b"} > 0) unless on (job) up{job="x"}"#).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(q.selectors.len(), 2);
-    assert_eq!(q.selectors[0].call.as_deref(), Some("max"));
-    assert_eq!(
-        q.selectors[0].matchers[1],
-        Matcher {
-            label: "le".into(),
-            op: "=".into(),
-            value: "a,}b".into()
-        }
-    );
-    assert_eq!(q.selectors[1].call, None);
-    assert_eq!(q.grouping, ["instance", "job"]);
-
-    let q = Query::parse(r#"topk($n, flexcloud_up{job=~"$job"}) * ${factor}"#)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(q.selectors.len(), 1, "variables outside strings are values");
-    assert!(
-        Query::parse("sum(flexcloud_up)").is_err(),
-        "a bare metric name has no matchers"
-    );
-    assert!(Query::parse("sum(up{job=~\"$job\"}").is_err(), "unbalanced");
-    assert_eq!(
-        variable_references("a{x=~\"$job\"}[${__rate_interval}] $zone_id"),
-        BTreeSet::from(["job".into(), "__rate_interval".into(), "zone_id".into()])
-    );
 }
 
 /// Grafana's own schema, through TypeScript: see dashboards/schema-check/check.ts.

@@ -48,6 +48,16 @@ pub fn substitute(text: &str, values: &BTreeMap<String, String>) -> String {
     out
 }
 
+/// A query variable's `label_values(selector, label)` split into its two arguments.
+pub fn label_values(query: &str) -> Option<(&str, &str)> {
+    let inner = query
+        .trim()
+        .strip_prefix("label_values(")?
+        .strip_suffix(')')?;
+    let (selector, label) = inner.rsplit_once(',')?;
+    Some((selector.trim(), label.trim()))
+}
+
 /// Every query of one dashboard (variable selectors and panel targets) with its variables
 /// set as Grafana sets them for "All", each with a description of where it stands.
 pub fn dashboard_queries(path: &Path) -> Vec<(String, String)> {
@@ -71,12 +81,7 @@ pub fn dashboard_queries(path: &Path) -> Vec<(String, String)> {
     }
     let mut queries = Vec::new();
     for v in &variables {
-        if let Some((selector, label)) = v["query"]
-            .as_str()
-            .and_then(|q| q.strip_prefix("label_values("))
-            .and_then(|q| q.rsplit_once(','))
-        {
-            let label = label.trim().trim_end_matches(')').trim();
+        if let Some((selector, label)) = v["query"].as_str().and_then(label_values) {
             let place = format!("variable {} (label {label})", v["name"]);
             queries.push((place, substitute(selector, &values)));
         }
