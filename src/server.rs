@@ -269,3 +269,174 @@ async fn serve_landing(State(state): State<ServerState>) -> Html<String> {
     let published = state.published.borrow().clone();
     Html(landing::render(&state.info, published.snapshot.as_deref()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use base64::Engine as _;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::snapshot::Snapshot;
+
+    fn state() -> (watch::Sender<Arc<Published>>, ServerState) {
+        let metrics = Metrics::new(10);
+        let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let (tx, rx) = watch::channel(Arc::new(Published {
+            snapshot: None,
+            exposition: metrics.encode(None, at),
+        }));
+        let state = ServerState {
+            published: rx,
+            info: Arc::new(landing::PageInfo {
+                version: "test",
+                api_url: "https://api.example.com/".into(),
+                interval: Duration::from_secs(60),
+            }),
+        };
+        (tx, state)
+    }
+
+    fn finished_cycle(tx: &watch::Sender<Arc<Published>>) {
+        let snapshot = Snapshot {
+            cycle: 1,
+            up: true,
+            ..Snapshot::default()
+        };
+        let exposition = Metrics::new(10).encode(Some(&snapshot), UNIX_EPOCH);
+        tx.send_replace(Arc::new(Published {
+            snapshot: Some(Arc::new(snapshot)),
+            exposition,
+        }));
+    }
+
+    async fn get(
+        router: &Router,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut request = Request::get(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8(bytes.to_vec()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn ready_only_once_the_first_cycle_is_published() {
+        let (tx, state) = state();
+        let router = router(state);
+        assert_eq!(get(&router, "/-/healthy", &[]).await.0, StatusCode::OK);
+        assert_eq!(
+            get(&router, "/-/ready", &[]).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        finished_cycle(&tx);
+        assert_eq!(get(&router, "/-/ready", &[]).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn metrics_are_the_published_bytes_in_the_format_asked_for() {
+        let (tx, state) = state();
+        finished_cycle(&tx);
+        let router = router(state);
+        let (status, headers, text) = get(&router, "/metrics", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            headers[header::CONTENT_TYPE],
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE
+        );
+        assert!(text.contains("flexcloud_up 1\n"), "{text}");
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
+        assert!(!text.contains("# EOF"));
+
+        let accept = [("accept", "application/openmetrics-text; version=1.0.0")];
+        let (status, headers, text) = get(&router, "/metrics", &accept).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], OPENMETRICS_TYPE);
+        assert!(text.contains("flexcloud_up 1\n"));
+        assert!(text.ends_with("# EOF\n") && text.matches("# EOF").count() == 1);
+    }
+
+    #[tokio::test]
+    async fn the_status_page_shows_the_published_cycle() {
+        let (tx, state) = state();
+        let router = router(state);
+        let (_, _, before) = get(&router, "/", &[]).await;
+        assert!(before.contains("has not finished yet"), "{before}");
+        finished_cycle(&tx);
+        let (status, headers, page) = get(&router, "/", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(page.contains("Cycle 1"), "{page}");
+    }
+
+    fn basic(user: &str, password: &str) -> String {
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        format!("Basic {encoded}")
+    }
+
+    #[tokio::test]
+    async fn basic_auth_guards_every_path_but_the_probes_and_headers_go_on_every_answer() {
+        let hash = bcrypt::hash("right", 4).unwrap();
+        let web = WebConfig::parse(
+            &format!(
+                "basic_auth_users:\n  prom: {hash}\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n"
+            ),
+            Path::new("web.yml"),
+        )
+        .unwrap();
+        let (tx, state) = state();
+        finished_cycle(&tx);
+        let router = secured_router(state, &web);
+        for path in ["/metrics", "/", "/no-such-page"] {
+            for credentials in [
+                None,
+                Some(basic("prom", "wrong")),
+                Some(basic("eve", "right")),
+            ] {
+                let headers: Vec<(&str, &str)> = credentials
+                    .as_deref()
+                    .map(|c| ("authorization", c))
+                    .into_iter()
+                    .collect();
+                let (status, headers, _) = get(&router, path, &headers).await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} {credentials:?}");
+                assert_eq!(headers[header::WWW_AUTHENTICATE], "Basic");
+                assert_eq!(headers["x-frame-options"], "deny");
+            }
+        }
+        let right = basic("prom", "right");
+        let (status, headers, _) = get(&router, "/metrics", &[("authorization", &right)]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["x-frame-options"], "deny");
+        let (status, _, _) = get(&router, "/no-such-page", &[("authorization", &right)]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        for path in UNAUTHENTICATED_PATHS {
+            assert_eq!(get(&router, path, &[]).await.0, StatusCode::OK, "{path}");
+        }
+    }
+}
