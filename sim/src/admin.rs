@@ -1,4 +1,4 @@
-//! Run-time control over HTTP for the `simulate` subcommand: scenario, faults, request log.
+//! Run-time control over HTTP for the `flexcloud-sim` binary: scenario, faults, request log.
 
 use std::sync::Arc;
 
