@@ -440,7 +440,10 @@ fn dockerignore_lets_in_every_file_the_sources_include() -> TestResult {
     // The exporter's sources, and the simulator's, which `--demo` compiles in.
     compile_time_includes(&repo("src"), &mut includes)?;
     compile_time_includes(&repo("sim/src"), &mut includes)?;
-    assert!(!includes.is_empty(), "the demo scenario is included at compile time");
+    assert!(
+        !includes.is_empty(),
+        "the demo scenario is included at compile time"
+    );
     for include in includes {
         assert!(
             allowed.iter().any(|a| include.starts_with(a)),
