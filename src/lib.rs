@@ -6,9 +6,10 @@
 //! for tests with a port-0 listener. Nothing here prints; the binary does.
 //!
 //! # Layout
-//! Layers, lowest first. A module imports only from its own layer's helpers and from lower
-//! layers; a lower layer reaches a higher one only through a trait it defines and the higher
-//! one implements ([`api::RequestObserver`], [`collector::Cycle`]).
+//! Layers, lowest first. A module imports only from its own layer and from lower layers;
+//! a lower layer reaches a higher one only through a trait it defines and the higher one
+//! implements (the client reports requests through [`api::RequestObserver`], which
+//! [`metrics::Metrics`] implements). `tests/layers.rs` checks the rule on every build.
 //! 0. [`timestamp`], [`telemetry`]: the API's timestamps; the tracing subscriber and
 //!    [`telemetry::LogFormat`]. They import nothing of the crate.
 //! 1. [`config`]: `FLEXCLOUD_*` settings, one declaration each.
@@ -16,8 +17,9 @@
 //!    credential gate, and the request observer trait.
 //! 3. [`snapshot`]: our typed view of one cycle, built by pure functions from API answers;
 //!    the stale-data rule.
-//! 4. [`collector`]: the cycle: discovery, probes, concurrency, schedule, shutdown. It
-//!    builds snapshots, so it sits above them.
+//! 4. [`collector`]: the cycle: discovery, probes, concurrency, schedule, shutdown. The
+//!    house style lists it before the snapshot, in the order data flows; in the imports it
+//!    builds snapshots, so it sits above them, and the snapshot stays free of I/O.
 //! 5. [`metrics`]: every metric name and help text, the SAVING cap; snapshot -> exposition
 //!    bytes, and [`metrics::Published`], what the server reads.
 //! 6. [`web`], [`landing`], [`server`]: the web config (schema, TLS, Basic auth), the status
