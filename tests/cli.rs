@@ -3,99 +3,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{PASSWORD, USER};
+use common::{BIN, PASSWORD, Running, USER, binary_env as exporter_env};
 use flexcloud_sim::{Fault, FaultAction, Scenario, Simulator};
-
-const BIN: &str = env!("CARGO_BIN_EXE_flexcloud-exporter");
-
-/// A child process that is killed when the test ends, however it ends.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: Vec<String>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Running {
-    fn start(env: &[(&str, &str)], args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env_clear()
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("binary starts");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            log: Vec::new(),
-        }
-    }
-
-    /// Waits for the JSON log line `listening` and returns its address.
-    fn address(&mut self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
-                self.log.push(line.clone());
-                let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                if event["message"] == "listening" {
-                    return event["address"]
-                        .as_str()
-                        .expect("address field")
-                        .to_string();
-                }
-            }
-        }
-        panic!("no listening line; log so far:\n{}", self.log.join("\n"));
-    }
-
-    /// Every log line so far (after a short grace for the reader thread).
-    fn drain(&mut self) -> String {
-        std::thread::sleep(Duration::from_millis(200));
-        while let Ok(line) = self.lines.try_recv() {
-            self.log.push(line);
-        }
-        self.log.join("\n")
-    }
-}
-
-fn exporter_env<'a>(api_url: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut env = vec![
-        ("FLEXCLOUD_API_URL", api_url),
-        ("FLEXCLOUD_USERNAME", USER),
-        ("FLEXCLOUD_PASSWORD", PASSWORD),
-        ("FLEXCLOUD_LISTEN_ADDRESS", "127.0.0.1:0"),
-        ("FLEXCLOUD_LOG_FORMAT", "json"),
-    ];
-    env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
-    env.extend_from_slice(extra);
-    env
-}
 
 async fn get(url: &str) -> reqwest::Response {
     reqwest::Client::new()
@@ -106,17 +18,15 @@ async fn get(url: &str) -> reqwest::Response {
 }
 
 async fn wait_ready(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{base}/-/ready")).await {
-            if r.status() == 200 {
-                return;
-            }
+    common::eventually("/-/ready to answer 200", || async {
+        let r = reqwest::get(format!("{base}/-/ready")).await.ok()?;
+        if r.status() != 200 {
             assert_eq!(r.status(), 503, "/-/ready is 503 until the first cycle");
+            return None;
         }
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Some(())
+    })
+    .await;
 }
 
 fn fleet() -> Scenario {
@@ -313,12 +223,9 @@ async fn health_check_mode_exits_0_for_200_and_1_otherwise() {
             .code(),
         Some(1)
     );
-    let unused = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let (_held, refusing) = common::refusing_address();
     assert_eq!(
-        check(format!("http://{unused}/-/healthy"))
+        check(format!("http://{refusing}/-/healthy"))
             .await
             .unwrap()
             .code(),
@@ -326,7 +233,9 @@ async fn health_check_mode_exits_0_for_200_and_1_otherwise() {
     );
     sim.stop().await;
 
-    let mut exporter = Running::start(&exporter_env("http://127.0.0.1:9", &[]), &[]);
+    // /-/healthy answers whatever the API does: here it refuses every connection.
+    let api = format!("http://{refusing}");
+    let mut exporter = Running::start(&exporter_env(&api, &[]), &[]);
     let address = exporter.address();
     assert_eq!(
         check(format!("http://{address}/-/healthy"))
@@ -390,16 +299,25 @@ async fn password_never_appears_in_logs_metrics_page_or_errors() {
     wait_ready(&base).await;
     let metrics = get(&format!("{base}/metrics")).await.text().await.unwrap();
     let page = get(&format!("{base}/")).await.text().await.unwrap();
-    // Now the credentials go bad: 401s and the backoff path.
+    // Now the credentials go bad: 401s and the backoff path, until a cycle with them has
+    // been published and the gate has logged the rejection.
     sim.update(|s| s.users.retain(|u| u.username != USER));
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let metrics_after = get(&format!("{base}/metrics")).await.text().await.unwrap();
-    let log = exporter.drain();
-    assert!(
-        log.contains("probe failed"),
-        "the faults were exercised:\n{log}"
-    );
-    assert!(log.contains("401"), "the 401 path was exercised");
+    let metrics_after = common::eventually("a published cycle with a 401", || async {
+        let text = get(&format!("{base}/metrics")).await.text().await.ok()?;
+        let rejected: f64 = common::Metrics::parse(&text)
+            .series("flexcloud_api_requests_total", &[("code", "401")])
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        (rejected > 0.0).then_some(text)
+    })
+    .await;
+    // The faults were exercised, and the 401 path.
+    exporter.wait_for_line("`probe failed`", |l| l.contains("probe failed"));
+    exporter.wait_for_line("about the 401", |l| {
+        l.contains("API rejected the credentials (401)")
+    });
+    let log = exporter.log();
     for (what, text) in [
         ("log", &log),
         ("metrics", &metrics),

@@ -1,11 +1,17 @@
-//! Shared test helpers: exporter configs against a simulator, and an exposition parser.
+//! Shared test helpers: exporter configs against a simulator, the binary as a child
+//! process, addresses that stay ours, and an exposition parser.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 pub mod promtool;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use flexcloud_exporter::config::Config;
 use flexcloud_exporter::metrics::Published;
@@ -15,6 +21,144 @@ use tokio::sync::watch;
 
 pub const USER: &str = "exporter";
 pub const PASSWORD: &str = "pa55-W0rd-never-shown";
+
+/// The exporter binary cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_flexcloud-exporter");
+
+/// How long a condition that comes true in a moment may take before the test calls itself
+/// hung. Only a hang reaches it: it bounds no speed.
+pub const HANG: Duration = Duration::from_secs(60);
+
+/// Polls `check` (every 20 ms) until it gives a value; panics naming `what` once [`HANG`]
+/// has passed.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + HANG;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "still waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A loopback address that refuses connections and stays ours: the socket is bound but
+/// never listens, so no other process can take the port while a test points at it. Keep
+/// the socket for as long as the address is in use.
+pub fn refusing_address() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind a loopback port");
+    let address = socket.local_addr().expect("bound address");
+    (socket, address)
+}
+
+/// The environment of the binary against `api_url`: the test credentials, port 0 on
+/// loopback and JSON logs (so [`Running::address`] can read the `listening` line), then
+/// `extra`, which wins.
+pub fn binary_env<'a>(api_url: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("FLEXCLOUD_API_URL", api_url),
+        ("FLEXCLOUD_USERNAME", USER),
+        ("FLEXCLOUD_PASSWORD", PASSWORD),
+        ("FLEXCLOUD_LISTEN_ADDRESS", "127.0.0.1:0"),
+        ("FLEXCLOUD_LOG_FORMAT", "json"),
+    ];
+    env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+    env.extend_from_slice(extra);
+    env
+}
+
+/// The binary as a child process with `env` only, its stderr read line by line; killed
+/// when dropped, however the test ends.
+pub struct Running {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    pub fn start(env: &[(&str, &str)], args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for the first log line that `matches` and returns it; the lines before it
+    /// stay in [`Running::log`].
+    pub fn wait_for_line(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        if let Some(line) = self.log.iter().find(|l| matches(l)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + HANG;
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        panic!("no log line {what}; log so far:\n{}", self.log.join("\n"));
+    }
+
+    /// The address from the JSON log line `listening` (the binary binds port 0).
+    pub fn address(&mut self) -> SocketAddr {
+        let line = self.wait_for_line("`listening`", |line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .is_ok_and(|event| event["message"] == "listening")
+        });
+        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        event["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line}"))
+    }
+
+    /// Every log line received so far.
+    pub fn log(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        self.log.join("\n")
+    }
+}
 
 /// A config pointing at `url` with the test credentials and `extra` settings.
 pub fn config(url: &str, extra: &[(&str, &str)]) -> Config {
