@@ -489,32 +489,38 @@ fn help_documents_the_default_port_the_packaging_uses() -> TestResult {
     Ok(())
 }
 
-// tests/cli.rs covers --health-check against 200, other statuses and a closed port; these two
+// tests/cli.rs covers --health-check against 200, other statuses and a refusing port; these
 // cover what the packaging relies on: 503 from /-/ready before the first cycle, and giving up
-// within 5s, inside the Dockerfile's HEALTHCHECK --timeout=6s.
+// on a server that never answers. That it gives up within its 5s, inside the Dockerfile's
+// HEALTHCHECK --timeout=6s, needs real time: an ignored test checks it.
 
-/// Serves one connection on a loopback port: answers `response` (or, for `None`, holds the
-/// connection open without answering for `hold`).
-fn serve_once(response: Option<&'static str>, hold: Duration) -> Result<u16, Box<dyn Error>> {
+/// Answers one connection on a loopback port with `response`; returns the port, which the
+/// thread holds until it has answered.
+fn serve_once(response: &'static str) -> Result<u16, Box<dyn Error>> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     thread::spawn(move || {
         if let Ok((mut stream, _)) = listener.accept() {
             let mut request = [0u8; 2048];
             let _ = stream.read(&mut request);
-            match response {
-                Some(response) => {
-                    let _ = stream.write_all(response.as_bytes());
-                }
-                None => thread::sleep(hold),
-            }
+            let _ = stream.write_all(response.as_bytes());
         }
     });
     Ok(port)
 }
 
+/// A loopback listener that never accepts: the kernel completes each connection into the
+/// backlog, and the request sent on it is never read or answered. Keep it while the check
+/// runs.
+fn silent_listener() -> Result<(TcpListener, u16), Box<dyn Error>> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    Ok((listener, port))
+}
+
 /// Runs `--health-check URL` with an empty environment (the check needs no settings) and
-/// returns its exit code and how long it took.
+/// returns its exit code and how long it took. A check still running after a minute, far
+/// past its own 5s, is killed as hung.
 fn health_check(url: &str) -> Result<(Option<i32>, Duration), Box<dyn Error>> {
     let started = Instant::now();
     let mut child = Command::new(BINARY)
@@ -527,9 +533,10 @@ fn health_check(url: &str) -> Result<(Option<i32>, Duration), Box<dyn Error>> {
         if let Some(status) = child.try_wait()? {
             return Ok((status.code(), started.elapsed()));
         }
-        if started.elapsed() > Duration::from_secs(20) {
+        if started.elapsed() > Duration::from_secs(60) {
             child.kill()?;
-            return Err("--health-check still running after 20s".into());
+            let _ = child.wait();
+            return Err("--health-check hung: still running after 60s".into());
         }
         thread::sleep(Duration::from_millis(20));
     }
@@ -539,15 +546,24 @@ const UNAVAILABLE_RESPONSE: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-
 
 #[test]
 fn health_check_exits_1_on_http_503() -> TestResult {
-    let port = serve_once(Some(UNAVAILABLE_RESPONSE), Duration::ZERO)?;
+    let port = serve_once(UNAVAILABLE_RESPONSE)?;
     let (code, _) = health_check(&format!("http://127.0.0.1:{port}/-/ready"))?;
     assert_eq!(code, Some(1));
     Ok(())
 }
 
 #[test]
-fn health_check_exits_1_within_its_timeout_when_no_answer_comes() -> TestResult {
-    let port = serve_once(None, Duration::from_secs(12))?;
+fn health_check_exits_1_when_no_answer_comes() -> TestResult {
+    let (_listener, port) = silent_listener()?;
+    let (code, _) = health_check(&format!("http://127.0.0.1:{port}/-/healthy"))?;
+    assert_eq!(code, Some(1));
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs real time: the check's 5s give-up must fit the Dockerfile's HEALTHCHECK --timeout=6s"]
+fn health_check_gives_up_within_its_timeout_when_no_answer_comes() -> TestResult {
+    let (_listener, port) = silent_listener()?;
     let (code, elapsed) = health_check(&format!("http://127.0.0.1:{port}/-/healthy"))?;
     assert_eq!(code, Some(1));
     assert!(
