@@ -1,7 +1,8 @@
 //! The bundled dashboard and alert rules against a real Prometheus scraping the real binary.
 //!
-//! The simulator serves `tests/fixtures/e2e/scenario.json`; the exporter watches four
-//! accounts through it (FLEXCLOUD_ACCOUNTS):
+//! The simulator (in this process, on a runtime of its own) serves
+//! `tests/fixtures/e2e/scenario.json`; the exporter binary watches four accounts through it
+//! (FLEXCLOUD_ACCOUNTS):
 //! - `acme1234`: healthy, two zones, image 102 stuck in SAVING for 3h, image 103 SAVING for
 //!   5 minutes only, one ACTIVE and one DELETED image;
 //! - `flaky7890`: zone discovery works, every image listing answers 503;
@@ -13,19 +14,23 @@
 //! alerts fire with the right labels; then it changes the user's password in the simulator
 //! and asserts that the credentials alert fires.
 //!
+//! Every listener binds port 0 and is found where it says it listens: the simulator's
+//! through its handle, the exporter's and Prometheus's from their log lines (`listening`,
+//! and `Listening on`, which Prometheus 2.42 writes with the port it got).
+//!
 //! Needs `prometheus` on PATH (Debian package `prometheus`, 2.42 or later):
 //! `cargo test --test e2e_prometheus -- --include-ignored`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use flexcloud_sim::{Scenario, Simulator};
 use serde_json::Value;
 
 #[path = "common/dashboards.rs"]
@@ -99,16 +104,6 @@ impl Drop for Running {
     }
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:0: {e}"));
-    listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("no local address: {e}"))
-        .port()
-}
-
 /// A fresh scratch directory, kept after a failure for inspection.
 fn scratch_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -118,17 +113,14 @@ fn scratch_dir() -> PathBuf {
     dir
 }
 
-/// A minimal HTTP/1.0 exchange (no keep-alive, no chunking): status and body.
-fn http(method: &str, addr: SocketAddr, target: &str, body: &str) -> Result<(u16, String), String> {
+/// A minimal HTTP/1.0 GET (no keep-alive, no chunking): status and body.
+fn http_get(addr: SocketAddr, target: &str) -> Result<(u16, String), String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("connect {addr}: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
-    let request = format!(
-        "{method} {target} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let request = format!("GET {target} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .map_err(|e| format!("send to {addr}: {e}"))?;
@@ -185,49 +177,35 @@ fn wait_for<T>(
     }
 }
 
-/// Starts `simulate` and reads the address from its first line of output.
-fn start_simulator(dir: &Path) -> (Running, SocketAddr) {
-    let mut command = Command::new(BINARY);
-    command
-        .args(["simulate", "--scenario"])
-        .arg(repo(SCENARIO))
-        .args(["--listen", "127.0.0.1:0"]);
-    let mut sim = Running::spawn("simulator", &mut command, dir);
-    let (tx, rx) = mpsc::channel();
-    let log = sim.log.clone();
-    // The first line says where it listens; poll the log file rather than hold a pipe that
-    // nobody would drain afterwards.
-    thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(file) = File::open(&log) {
-                for line in BufReader::new(file).lines().map_while(Result::ok) {
-                    if let Some(url) = line.trim().strip_prefix("listening on http://") {
-                        let _ = tx.send(url.trim_end_matches('/').to_string());
-                        return;
-                    }
-                }
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    });
-    let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(addr) => addr,
-        Err(_) => {
-            sim.assert_alive();
-            panic!(
-                "the simulator printed no `listening on http://...` line\n{}",
-                sim.log_tail()
-            );
-        }
-    };
-    let addr = addr
-        .parse()
-        .unwrap_or_else(|e| panic!("simulator address {addr:?}: {e}"));
-    (sim, addr)
+/// The simulator on a runtime of its own (the test is synchronous), serving the scenario
+/// file on a port-0 loopback listener; stopped with its runtime when dropped.
+struct Api {
+    sim: Simulator,
+    runtime: tokio::runtime::Runtime,
 }
 
-fn start_exporter(dir: &Path, api: SocketAddr, port: u16) -> Running {
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.runtime.block_on(self.sim.stop());
+    }
+}
+
+fn start_simulator() -> Api {
+    let text = fs::read_to_string(repo(SCENARIO)).unwrap_or_else(|e| panic!("{SCENARIO}: {e}"));
+    let scenario = Scenario::from_json(&text).unwrap_or_else(|e| panic!("{SCENARIO}: {e}"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("simulator")
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("cannot start the simulator's runtime: {e}"));
+    let sim = runtime
+        .block_on(Simulator::start_local(scenario))
+        .unwrap_or_else(|e| panic!("the simulator does not start: {e}"));
+    Api { sim, runtime }
+}
+
+fn start_exporter(dir: &Path, api: SocketAddr) -> Running {
     let mut command = Command::new(BINARY);
     for (key, _) in std::env::vars() {
         if key.starts_with("FLEXCLOUD_") {
@@ -241,9 +219,38 @@ fn start_exporter(dir: &Path, api: SocketAddr, port: u16) -> Running {
         .env("FLEXCLOUD_ACCOUNTS", ACCOUNTS)
         .env("FLEXCLOUD_INTERVAL", "1s")
         .env("FLEXCLOUD_TIMEOUT", "2s")
-        .env("FLEXCLOUD_LISTEN_ADDRESS", format!("127.0.0.1:{port}"))
+        .env("FLEXCLOUD_LISTEN_ADDRESS", "127.0.0.1:0")
+        .env("FLEXCLOUD_LOG_FORMAT", "json")
         .env("FLEXCLOUD_LOG", "info");
     Running::spawn("exporter", &mut command, dir)
+}
+
+/// The address in the exporter's JSON log line `listening`.
+fn exporter_address(log: &str) -> Option<SocketAddr> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["message"] == "listening")
+        .and_then(|event| event["address"].as_str()?.parse().ok())
+}
+
+/// The address in Prometheus's log line `msg="Listening on" address=...`, which names the
+/// port it was given (an earlier line repeats the configured `127.0.0.1:0`).
+fn prometheus_address(log: &str) -> Option<SocketAddr> {
+    log.lines()
+        .find(|line| line.contains(r#"msg="Listening on""#))
+        .and_then(|line| line.split_once(" address=")?.1.split_whitespace().next())
+        .and_then(|address| address.parse().ok())
+}
+
+/// Waits for `process` to log where it listens.
+fn listening_address(process: &mut Running, find: fn(&str) -> Option<SocketAddr>) -> SocketAddr {
+    let log = process.log.clone();
+    let name = process.name;
+    wait_for(
+        &format!("{name} to log where it listens"),
+        &mut [process],
+        || find(&fs::read_to_string(&log).unwrap_or_default()).ok_or_else(|| "not yet".into()),
+    )
 }
 
 /// The bundled rules with every `for` cut to 0s, so alerts fire on their first evaluation.
@@ -268,13 +275,13 @@ fn write_fast_rules(dir: &Path) -> PathBuf {
     path
 }
 
-fn start_prometheus(dir: &Path, exporter_port: u16, port: u16) -> Running {
+fn start_prometheus(dir: &Path, exporter: SocketAddr) -> Running {
     let rules = write_fast_rules(dir);
     let config = dir.join("prometheus.yml");
     let text = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
          rule_files:\n  - {rules}\n\
-         scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n",
+         scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['{exporter}']\n",
         rules = rules.display()
     );
     fs::write(&config, text).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
@@ -285,14 +292,15 @@ fn start_prometheus(dir: &Path, exporter_port: u16, port: u16) -> Running {
             "--storage.tsdb.path={}",
             dir.join("data").display()
         ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=warn");
+        // Port 0: Prometheus says in its log which port it got.
+        .arg("--web.listen-address=127.0.0.1:0")
+        .arg("--log.level=info");
     Running::spawn("prometheus", &mut command, dir)
 }
 
 /// GET a Prometheus API path and return its `data`.
 fn prometheus_api(addr: SocketAddr, target: &str) -> Result<Value, String> {
-    let (status, body) = http("GET", addr, target, "")?;
+    let (status, body) = http_get(addr, target)?;
     let json: Value = serde_json::from_str(&body).map_err(|e| format!("{target}: {e}: {body}"))?;
     if status != 200 || json["status"] != "success" {
         return Err(format!("{target}: HTTP {status}: {body}"));
@@ -337,25 +345,23 @@ fn firing_with(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Result<
 #[ignore = "needs prometheus"]
 fn dashboards_and_alerts_work_against_a_real_prometheus() {
     let dir = scratch_dir();
-    let (mut simulator, api) = start_simulator(&dir);
-    let exporter_port = free_port();
-    let mut exporter = start_exporter(&dir, api, exporter_port);
-    let exporter_addr = SocketAddr::from(([127, 0, 0, 1], exporter_port));
+    let api = start_simulator();
+    let mut exporter = start_exporter(&dir, api.sim.addr());
+    let exporter_addr = listening_address(&mut exporter, exporter_address);
     wait_for(
         "the exporter to be ready",
-        &mut [&mut simulator, &mut exporter],
-        || match http("GET", exporter_addr, "/-/ready", "")? {
+        &mut [&mut exporter],
+        || match http_get(exporter_addr, "/-/ready")? {
             (200, _) => Ok(()),
             (status, body) => Err(format!("/-/ready answered {status}: {body}")),
         },
     );
 
-    let prometheus_port = free_port();
-    let mut prometheus = start_prometheus(&dir, exporter_port, prometheus_port);
-    let prom = SocketAddr::from(([127, 0, 0, 1], prometheus_port));
-    let mut all = [&mut simulator, &mut exporter, &mut prometheus];
+    let mut prometheus = start_prometheus(&dir, exporter_addr);
+    let prom = listening_address(&mut prometheus, prometheus_address);
+    let mut all = [&mut exporter, &mut prometheus];
     wait_for("Prometheus to be ready", &mut all, || {
-        match http("GET", prom, "/-/ready", "")? {
+        match http_get(prom, "/-/ready")? {
             (200, _) => Ok(()),
             (status, body) => Err(format!("/-/ready answered {status}: {body}")),
         }
@@ -485,23 +491,18 @@ fn dashboards_and_alerts_work_against_a_real_prometheus() {
     );
 
     // The password is rotated at the API: every request is now refused with 401.
-    let scenario_text =
-        fs::read_to_string(repo(SCENARIO)).unwrap_or_else(|e| panic!("{SCENARIO}: {e}"));
-    let mut scenario: Value =
-        serde_json::from_str(&scenario_text).unwrap_or_else(|e| panic!("{SCENARIO}: {e}"));
-    scenario["users"][0]["password"] = Value::from("rotated-elsewhere");
-    match http("PUT", api, "/-/sim/scenario", &scenario.to_string()) {
-        Ok((204, _)) => {}
-        other => panic!("cannot change the simulator's scenario: {other:?}"),
-    }
+    api.sim
+        .update(|s| s.users[0].password = "rotated-elsewhere".into());
+    // One alert per exporter: the back-off is the exporter's, not an account's.
+    let instance = exporter_addr.to_string();
     let rejected = wait_for("FlexcloudApiCredentialsRejected", &mut all, || {
         firing_with(
             prom,
             "FlexcloudApiCredentialsRejected",
             &[
                 ("job", JOB),
+                ("instance", &instance),
                 ("severity", "critical"),
-                ("account_id", "acme1234"),
             ],
         )
     });
@@ -513,6 +514,6 @@ fn dashboards_and_alerts_work_against_a_real_prometheus() {
     // Stop everything before removing the directory Prometheus writes into.
     drop(prometheus);
     drop(exporter);
-    drop(simulator);
+    drop(api);
     let _ = fs::remove_dir_all(&dir);
 }
