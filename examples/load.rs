@@ -1,15 +1,22 @@
-//! Load tool: the simulator with a generated fleet, the exporter binary against it; prints cycle, CPU, memory and scrape figures.
+//! Load tool: the simulator with a generated fleet, the exporter binary against it; prints cycle, CPU, memory, scrape, fault and shutdown figures.
 //!
 //! ```text
 //! cargo run --release --example load -- --accounts 500 --zones 4 --latency 50ms \
-//!     --concurrency 64 --cycles 5 --scrapers 64 --seconds 10 [--soak 200] [--no-demo]
+//!     --concurrency 64 --cycles 5 --scrapers 64 --seconds 10 [--soak 200] [--no-demo] \
+//!     [--fault-cycles 400] [--no-faults]
 //! ```
+//!
+//! The figures of speed, load and memory live here rather than in the test suite, which
+//! checks behaviour only: the fault phases measure what tests/faults.rs checks without a
+//! clock (the body cap, scrapes during slow faulty cycles, many cycles with faults toggled,
+//! SIGTERM during a stuck cycle).
 //!
 //! The simulator runs in this process, on a runtime of its own. The exporter (the binary of
 //! the same profile, rebuilt first) and the static-buffer baseline (this tool again, with
 //! `--static-server FILE`) run as child processes, so the exporter's CPU time and memory
 //! are its own, read from `/proc/PID`, and neither server shares a runtime with the
-//! scrapers. Everything listens on 127.0.0.1 only, every phase is bounded in time, and
+//! scrapers. Everything listens on port 0 of 127.0.0.1 and says where in its log, every
+//! phase is bounded in time, and
 //! every child the tool started is killed before it exits (or when it panics). BENCHMARKS.md
 //! describes the phases and the figures.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -20,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use flexcloud_sim::scenario::Latency;
-use flexcloud_sim::{FleetSpec, Scenario, Simulator};
+use flexcloud_sim::{Fault, FaultAction, FleetSpec, Scenario, Simulator};
 
 const USER: &str = "load";
 const PASSWORD: &str = "load-password";
@@ -37,6 +44,8 @@ struct Args {
     seconds: Duration,
     soak: u64,
     demo: bool,
+    faults: bool,
+    fault_cycles: u64,
     exporter: Option<PathBuf>,
     /// Internal: serve this file as the static baseline (see [`serve_static`]).
     static_server: Option<PathBuf>,
@@ -55,6 +64,8 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         seconds: Duration::from_secs(10),
         soak: 0,
         demo: true,
+        faults: true,
+        fault_cycles: 400,
         exporter: None,
         static_server: None,
     };
@@ -74,12 +85,15 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("seconds") => args.seconds = Duration::from_secs(parser.value()?.parse()?),
             Long("soak") => args.soak = parser.value()?.parse()?,
             Long("no-demo") => args.demo = false,
+            Long("no-faults") => args.faults = false,
+            Long("fault-cycles") => args.fault_cycles = parser.value()?.parse::<u64>()?.max(20),
             Long("exporter") => args.exporter = Some(parser.value()?.into()),
             Long("static-server") => args.static_server = Some(parser.value()?.into()),
             Long("help") => {
                 println!(
                     "load [--accounts N] [--zones N] [--images N] [--latency 50ms] [--concurrency N] \
-                     [--cycles N] [--scrapers N] [--seconds N] [--soak CYCLES] [--no-demo] [--exporter PATH]"
+                     [--cycles N] [--scrapers N] [--seconds N] [--soak CYCLES] [--no-demo] \
+                     [--fault-cycles N] [--no-faults] [--exporter PATH]"
                 );
                 std::process::exit(0);
             }
@@ -120,13 +134,6 @@ fn exporter_binary(args: &Args) -> PathBuf {
     profile_dir.join("flexcloud-exporter")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
 /// A child process serving HTTP on a loopback port (the exporter, or the static baseline);
 /// killed when dropped, so a panic cannot leave it behind.
 struct ChildServer {
@@ -136,28 +143,39 @@ struct ChildServer {
 }
 
 impl ChildServer {
+    /// Starts `binary` on port 0 and waits for its JSON log line `listening`, which names
+    /// the port it got (no port is picked in advance, so none can be taken meanwhile).
     fn spawn(binary: &Path, args: &[&str], env: &[(&str, String)]) -> Self {
-        let port = free_port();
         let mut command = Command::new(binary);
         command
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("FLEXCLOUD_LISTEN_ADDRESS", format!("127.0.0.1:{port}"))
-            .env("FLEXCLOUD_LOG", "warn")
+            .env("FLEXCLOUD_LISTEN_ADDRESS", "127.0.0.1:0")
+            .env("FLEXCLOUD_LOG", "info")
+            .env("FLEXCLOUD_LOG_FORMAT", "json")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         for (key, value) in env {
             command.env(key, value);
         }
         let spawned = Instant::now();
-        let child = command.spawn().expect("exporter starts");
-        ChildServer {
+        let mut child = command.spawn().expect("server starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (address, listening) = std::sync::mpsc::channel();
+        std::thread::spawn(move || forward_log(stderr, address));
+        // Owned before anything can panic, so the child is killed whatever happens.
+        let mut server = ChildServer {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: String::new(),
             spawned,
-        }
+        };
+        let address = listening
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{} logged no listening address in 30 s", binary.display()));
+        server.base = format!("http://{address}");
+        server
     }
 
     fn process(&self) -> procfs::process::Process {
@@ -226,6 +244,26 @@ impl ChildServer {
     }
 }
 
+/// Reads a child's JSON log: sends the address of its `listening` line and passes on what
+/// is not routine (errors, and anything that is not a JSON line, such as a panic).
+fn forward_log(stderr: std::process::ChildStderr, address: std::sync::mpsc::Sender<String>) {
+    use std::io::BufRead;
+    for line in std::io::BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+    {
+        match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(event) if event["message"] == "listening" => {
+                if let Some(at) = event["address"].as_str() {
+                    let _ = address.send(at.to_string());
+                }
+            }
+            Ok(event) if event["level"] != "ERROR" => {}
+            _ => eprintln!("  child: {line}"),
+        }
+    }
+}
+
 impl Drop for ChildServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -245,6 +283,8 @@ struct Exposition {
     latency_sum: f64,
     latency_count: f64,
     up: f64,
+    /// Requests counted `invalid_response` (a body over the cap among them).
+    invalid: f64,
 }
 
 impl Exposition {
@@ -268,6 +308,9 @@ impl Exposition {
                 e.latency_count += value;
             } else if series.starts_with("flexcloud_api_requests_total{") {
                 e.requests += value;
+                if series.contains("code=\"invalid_response\"") {
+                    e.invalid += value;
+                }
                 if series.contains("endpoint=\"accounts\"") {
                     e.account_requests += value;
                 }
@@ -331,10 +374,13 @@ async fn watch_cycles(
 #[derive(Debug, Clone, Copy)]
 struct ScrapeStats {
     requests: usize,
+    /// Answers that were not a 200 with a whole body.
+    errors: usize,
     bytes: u64,
     elapsed: Duration,
     p50: Duration,
     p99: Duration,
+    slowest: Duration,
 }
 
 impl ScrapeStats {
@@ -344,18 +390,21 @@ impl ScrapeStats {
 
     fn line(&self) -> String {
         format!(
-            "{:>8.1} req/s {:>8.1} MB/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} requests)",
+            "{:>8.1} req/s {:>8.1} MB/s   p50 {:>7.2} ms   p99 {:>7.2} ms   slowest {:.2} ms   ({} requests, {} errors)",
             self.per_second(),
             self.bytes as f64 / self.elapsed.as_secs_f64() / 1e6,
             ms(self.p50),
             ms(self.p99),
+            ms(self.slowest),
             self.requests,
+            self.errors,
         )
     }
 }
 
 /// `scrapers` clients GET `url` back to back for `duration` (after a one-second warm-up
-/// that opens the connections), reading each body as it streams in.
+/// that opens the connections), reading each body as it streams in; an answer that is not
+/// a 200 with a whole body counts as an error.
 async fn scrape_load(url: &str, scrapers: usize, duration: Duration) -> ScrapeStats {
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -381,34 +430,53 @@ async fn run_scrapers(
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             let mut bytes = 0u64;
+            let mut errors = 0;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let mut response = client.get(&url).send().await.expect("scrape");
-                assert_eq!(response.status(), 200);
-                while let Some(chunk) = response.chunk().await.expect("scrape body") {
-                    bytes += chunk.len() as u64;
+                match scrape_once(&client, &url).await {
+                    Some(n) => {
+                        bytes += n;
+                        latencies.push(t.elapsed());
+                    }
+                    None => errors += 1,
                 }
-                latencies.push(t.elapsed());
             }
-            (latencies, bytes)
+            (latencies, bytes, errors)
         });
     }
     let mut latencies = Vec::new();
     let mut bytes = 0;
+    let mut errors = 0;
     while let Some(joined) = tasks.join_next().await {
-        let (l, b) = joined.expect("scraper task");
+        let (l, b, e) = joined.expect("scraper task");
         latencies.extend(l);
         bytes += b;
+        errors += e;
     }
     let elapsed = started.elapsed();
     latencies.sort_unstable();
     ScrapeStats {
         requests: latencies.len(),
+        errors,
         bytes,
         elapsed,
         p50: percentile(&latencies, 0.50),
         p99: percentile(&latencies, 0.99),
+        slowest: latencies.last().copied().unwrap_or_default(),
     }
+}
+
+/// One GET read to its end: the body's length, or `None` for anything but a whole 200.
+async fn scrape_once(client: &reqwest::Client, url: &str) -> Option<u64> {
+    let mut response = client.get(url).send().await.ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    let mut bytes = 0;
+    while let Some(chunk) = response.chunk().await.ok()? {
+        bytes += chunk.len() as u64;
+    }
+    Some(bytes)
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
@@ -437,6 +505,12 @@ async fn serve_static(file: &Path) {
         .route("/-/healthy", axum::routing::get(|| async { "OK\n" }));
     let address = std::env::var("FLEXCLOUD_LISTEN_ADDRESS").expect("listen address");
     let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+    // The line the exporter writes, so that one reader finds both servers' ports.
+    let event = serde_json::json!({
+        "message": "listening",
+        "address": listener.local_addr().unwrap().to_string(),
+    });
+    eprintln!("{event}");
     axum::serve(listener, app).await.unwrap();
 }
 
@@ -530,16 +604,21 @@ fn main() {
     let sim = api_runtime
         .block_on(Simulator::start_local(scenario))
         .expect("simulator");
+    // The fault phases' small fleet, changed between phases through its handle.
+    let faulty = api_runtime
+        .block_on(Simulator::start_local(fault_fleet()))
+        .expect("simulator");
     let tool_runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("load")
         .enable_all()
         .build()
         .unwrap();
-    tool_runtime.block_on(measure(&args, &binary, &sim));
+    tool_runtime.block_on(measure(&args, &binary, &sim, &faulty));
     api_runtime.block_on(sim.stop());
+    api_runtime.block_on(faulty.stop());
 }
 
-async fn measure(args: &Args, binary: &Path, sim: &Simulator) {
+async fn measure(args: &Args, binary: &Path, sim: &Simulator, faulty: &Simulator) {
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))
@@ -872,6 +951,9 @@ async fn measure(args: &Args, binary: &Path, sim: &Simulator) {
             "target < 0.02",
         );
     }
+    if args.faults {
+        measure_faults(args, binary, faulty, &client, &mut report).await;
+    }
     println!("flexcloud-exporter load: {header}");
     println!("\nratios");
     for (name, value) in &report.ratios {
@@ -880,5 +962,259 @@ async fn measure(args: &Args, binary: &Path, sim: &Simulator) {
     println!("\nfigures");
     for (name, value) in &report.lines {
         println!("  {name:<34} {value}");
+    }
+}
+
+/// The fault phases' fleet, as tests/faults.rs has it: two accounts of one zone each.
+fn fault_fleet() -> Scenario {
+    Scenario::default()
+        .user(USER, PASSWORD, &["acme", "globex"])
+        .account("acme", &["TAMPA"])
+        .account("globex", &["TAMPA"])
+        .image("acme", "1", "ACTIVE", "BASE", &["TAMPA"])
+        .image("acme", "2", "SAVING", "SERVER", &["TAMPA"])
+        .image("globex", "3", "ACTIVE", "SERVER", &["TAMPA"])
+}
+
+const ACME_IMAGES: &str = "/accounts/acme/flexcloud/images/detail";
+
+fn status_fault(path: &str, status: u16, retry_after: Option<&str>) -> Fault {
+    Fault::on(
+        path,
+        FaultAction::Status {
+            status,
+            body: None,
+            retry_after: retry_after.map(String::from),
+        },
+    )
+}
+
+fn delay_fault(path: &str, delay: Duration) -> Fault {
+    Fault::on(path, FaultAction::Delay { delay })
+}
+
+/// Phase 5: the figures the fault tests leave out.
+async fn measure_faults(
+    args: &Args,
+    binary: &Path,
+    faulty: &Simulator,
+    client: &reqwest::Client,
+    report: &mut Report,
+) {
+    let env = |extra: &[(&'static str, &str)]| {
+        let mut env = vec![
+            ("FLEXCLOUD_API_URL", faulty.url()),
+            ("FLEXCLOUD_USERNAME", USER.to_string()),
+            ("FLEXCLOUD_PASSWORD", PASSWORD.to_string()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        env
+    };
+    let limit = Duration::from_secs(120);
+
+    // 5a: bodies of 256 MiB against a 1 MiB cap, and the same exporter without them.
+    eprintln!("phase 5a: oversized bodies against the body cap");
+    let capped_env = env(&[
+        ("FLEXCLOUD_INTERVAL", "200ms"),
+        ("FLEXCLOUD_MAX_BODY_BYTES", "1048576"),
+    ]);
+    faulty.set_scenario(fault_fleet()).expect("fault fleet");
+    let plain = ChildServer::spawn(binary, &[], &capped_env);
+    plain.wait_healthy(client).await;
+    watch_cycles(&plain, client, Duration::from_millis(50), 10, limit).await;
+    let (_, peak_plain) = plain.memory();
+    drop(plain);
+    let oversized = fault_fleet().fault(Fault::on(
+        ACME_IMAGES,
+        FaultAction::Oversized {
+            bytes: 256 * 1024 * 1024,
+        },
+    ));
+    faulty.set_scenario(oversized).expect("fault fleet");
+    let capped = ChildServer::spawn(binary, &[], &capped_env);
+    capped.wait_healthy(client).await;
+    let ends = watch_cycles(&capped, client, Duration::from_millis(50), 10, limit).await;
+    let (_, peak_capped) = capped.memory();
+    drop(capped);
+    let last = ends.last().map(|e| e.exposition).unwrap_or_default();
+    assert!(last.invalid >= 2.0, "no oversized body was cut off");
+    report.line(
+        "peak RSS, 256 MiB bodies, 1 MiB cap",
+        format!(
+            "{:.1} MB after {} cycles and {} bodies cut at the cap; {:.1} MB with the same settings and no oversized body",
+            mb(peak_capped),
+            last.cycles,
+            last.invalid,
+            mb(peak_plain)
+        ),
+    );
+    report.ratio(
+        "peak RSS with 256 MiB bodies at a 1 MiB cap / 64 MB",
+        mb(peak_capped) / 64.0,
+        "target <= 1.0",
+    );
+    report.ratio(
+        "peak RSS with those bodies / without them",
+        peak_capped as f64 / peak_plain.max(1) as f64,
+        "",
+    );
+
+    // 5b: scrapes while every cycle waits on a slow API that fails in three ways.
+    eprintln!("phase 5b: scrapes while cycles hit a slow faulty API");
+    let slow = fault_fleet()
+        .latency(Duration::from_millis(100), Duration::from_millis(100))
+        .fault(status_fault("/accounts/globex/*", 503, Some("0")))
+        .fault(delay_fault(ACME_IMAGES, Duration::from_secs(2)).with_query("type=SERVER"));
+    faulty.set_scenario(slow).expect("fault fleet");
+    let exporter = ChildServer::spawn(
+        binary,
+        &[],
+        &env(&[("FLEXCLOUD_INTERVAL", "300ms"), ("FLEXCLOUD_TIMEOUT", "1s")]),
+    );
+    exporter.wait_healthy(client).await;
+    exporter.wait_ready(client, limit).await;
+    let before = exporter.metrics(client).await.0;
+    let stats = scrape_load(
+        &format!("{}/metrics", exporter.base),
+        args.scrapers,
+        args.seconds,
+    )
+    .await;
+    let after = exporter.metrics(client).await.0;
+    drop(exporter);
+    report.line("scrapes, slow faulty API", stats.line());
+    report.line(
+        "cycles during those scrapes",
+        format!(
+            "{} (API latency 100-200 ms, globex 503, one request per cycle past the 1 s timeout; latest cycle {:.3} s)",
+            after.cycles - before.cycles,
+            after.duration
+        ),
+    );
+    report.ratio(
+        "scrape errors while cycles hit a slow faulty API",
+        stats.errors as f64,
+        "target 0",
+    );
+
+    // 5c: many short cycles with a different fault every few of them.
+    eprintln!("phase 5c: {} cycles with faults toggled", args.fault_cycles);
+    faulty.set_scenario(fault_fleet()).expect("fault fleet");
+    let soak = ChildServer::spawn(binary, &[], &env(&[("FLEXCLOUD_INTERVAL", "10ms")]));
+    soak.wait_healthy(client).await;
+    let warm_at = (args.fault_cycles / 4).clamp(10, 100);
+    let deadline = Instant::now() + Duration::from_secs(20 + args.fault_cycles);
+    let started = Instant::now();
+    let (mut toggles, mut warm, mut done) = (0u32, None, 0);
+    while done < args.fault_cycles {
+        assert!(
+            Instant::now() < deadline,
+            "only {done} cycles by the deadline"
+        );
+        faulty.clear_faults();
+        faulty.clear_requests();
+        match toggles % 4 {
+            0 => faulty.add_fault(status_fault("/accounts/acme/*", 500, None)),
+            1 => faulty.add_fault(Fault::on("/accounts/globex/*", FaultAction::MalformedJson)),
+            2 => faulty.add_fault(status_fault("/accounts", 503, Some("0"))),
+            _ => {}
+        }
+        toggles += 1;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        done = soak.metrics(client).await.0.cycles;
+        if warm.is_none() && done >= warm_at {
+            warm = Some((done, soak.memory().0));
+        }
+    }
+    let elapsed = started.elapsed();
+    let (end, peak) = soak.memory();
+    drop(soak);
+    let (warm_cycles, warm_rss) = warm.unwrap_or((done, end));
+    report.line(
+        "RSS, cycles with faults toggled",
+        format!(
+            "{:.2} MB after {warm_cycles} cycles, {:.2} MB after {done} ({toggles} fault changes in {:.0} s), peak {:.1} MB",
+            mb(warm_rss),
+            mb(end),
+            elapsed.as_secs_f64(),
+            mb(peak)
+        ),
+    );
+    report.ratio(
+        "RSS growth with faults toggled (end / warm - 1)",
+        end as f64 / warm_rss.max(1) as f64 - 1.0,
+        "target < 0.10",
+    );
+
+    // 5d: SIGTERM while a cycle waits on a request that would take an hour, and when idle.
+    eprintln!("phase 5d: SIGTERM to exit");
+    let hang = delay_fault(ACME_IMAGES, Duration::from_secs(3600));
+    faulty
+        .set_scenario(fault_fleet().fault(hang))
+        .expect("fault fleet");
+    let stuck_env = env(&[
+        ("FLEXCLOUD_TIMEOUT", "1h"),
+        ("FLEXCLOUD_READ_TIMEOUT", "1h"),
+    ]);
+    let mut stuck = Vec::new();
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        faulty.clear_requests();
+        let exporter = ChildServer::spawn(binary, &[], &stuck_env);
+        exporter.wait_healthy(client).await;
+        let deadline = Instant::now() + limit;
+        while !faulty.requests().iter().any(|r| r.path == ACME_IMAGES) {
+            assert!(
+                Instant::now() < deadline,
+                "no cycle reached the slow request"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (took, code) = terminate(exporter).await;
+        stuck.push(took);
+        codes.push(code);
+    }
+    faulty.set_scenario(fault_fleet()).expect("fault fleet");
+    let idle = ChildServer::spawn(binary, &[], &env(&[("FLEXCLOUD_INTERVAL", "1h")]));
+    idle.wait_ready(client, limit).await;
+    let (idle_took, idle_code) = terminate(idle).await;
+    codes.push(idle_code);
+    stuck.sort_unstable();
+    report.line(
+        "SIGTERM to exit",
+        format!(
+            "{:.1} ms median of 3 (max {:.1} ms) with a cycle waiting on an hour-long request; {:.1} ms idle; exit codes {codes:?}",
+            ms(stuck[1]),
+            ms(stuck[2]),
+            ms(idle_took)
+        ),
+    );
+    report.ratio(
+        "SIGTERM to exit during a stuck cycle (max of 3) / 2 s",
+        stuck[2].as_secs_f64() / 2.0,
+        "target < 1.0",
+    );
+}
+
+/// Sends SIGTERM (through `kill`, whose start is included) and waits for the exit, polling
+/// every millisecond for at most a minute; returns the time taken and the exit code.
+async fn terminate(mut server: ChildServer) -> (Duration, Option<i32>) {
+    let pid = server.child.id().to_string();
+    let signalled = Instant::now();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill -TERM {pid} failed");
+    let deadline = signalled + Duration::from_secs(60);
+    loop {
+        if let Some(status) = server.child.try_wait().expect("exit status") {
+            return (signalled.elapsed(), status.code());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 60 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
