@@ -124,7 +124,10 @@ fn serve(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("scrape");
-    group.bench_function("process_metrics_only", |b| b.iter(metrics::encode_process));
+    group.bench_function("scrape_time_metrics_only", |b| {
+        let endpoint = metrics::EndpointMetrics::default();
+        b.iter(|| metrics::encode_scrape_time(Some(&endpoint)))
+    });
     for (accounts, zones) in [(5, 3), (500, 4)] {
         let (snapshot, api) = fleet(accounts, zones);
         let exposition = api.encode(Some(&snapshot), SystemTime::now());
@@ -139,6 +142,7 @@ fn serve(c: &mut Criterion) {
                 api_url: "https://api.example.com/".into(),
                 interval: Duration::from_secs(60),
             }),
+            endpoint: Arc::default(),
         });
         let size = runtime.block_on(scrape(&router));
         group.throughput(Throughput::Bytes(size as u64));

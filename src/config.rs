@@ -224,6 +224,25 @@ pub const WEB_CONFIG_FILE: Setting<PathBuf> = Setting {
     parse: parse_path,
     secret: false,
 };
+pub const WEB_MAX_CONNECTIONS: Setting<usize> = Setting {
+    name: "FLEXCLOUD_WEB_MAX_CONNECTIONS",
+    default: DefaultValue::Value("512"),
+    help: "open connections to the endpoint at most; more are closed at once and counted",
+    expected: "a whole number from 1 to 65536",
+    parse: |text| parse_number(text, 1, 65_536),
+    secret: false,
+};
+pub const WEB_IDLE_TIMEOUT: Setting<Duration> = Setting {
+    name: "FLEXCLOUD_WEB_IDLE_TIMEOUT",
+    default: DefaultValue::Value("2m"),
+    help: "how long a keep-alive connection to the endpoint may stay silent between requests",
+    expected: "a duration from 1s to 24h, such as 2m",
+    parse: |text| {
+        parse_duration(text)
+            .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(d))
+    },
+    secret: false,
+};
 pub const LISTEN_ADDRESS: Setting<SocketAddr> = Setting {
     name: "FLEXCLOUD_LISTEN_ADDRESS",
     default: DefaultValue::Value("0.0.0.0:9819"),
@@ -270,6 +289,8 @@ pub const SETTINGS: &[SettingDoc] = &[
     TLS_INSECURE_SKIP_VERIFY.doc(),
     SHARD.doc(),
     WEB_CONFIG_FILE.doc(),
+    WEB_MAX_CONNECTIONS.doc(),
+    WEB_IDLE_TIMEOUT.doc(),
     LISTEN_ADDRESS.doc(),
     LOG.doc(),
     LOG_FORMAT.doc(),
@@ -323,6 +344,8 @@ pub struct Config {
     pub tls_insecure_skip_verify: bool,
     pub shard: Option<Shard>,
     pub web_config_file: Option<PathBuf>,
+    pub web_max_connections: usize,
+    pub web_idle_timeout: Duration,
     pub listen_address: SocketAddr,
     pub log: String,
     pub log_format: LogFormat,
@@ -515,6 +538,8 @@ fn build(env: &Env, access: ApiAccess, defaults: ModeDefaults) -> Result<Config,
         tls_insecure_skip_verify: env.required(&TLS_INSECURE_SKIP_VERIFY)?,
         shard: env.get(&SHARD)?,
         web_config_file: existing_file(WEB_CONFIG_FILE.name, env.get(&WEB_CONFIG_FILE)?)?,
+        web_max_connections: env.required(&WEB_MAX_CONNECTIONS)?,
+        web_idle_timeout: env.required(&WEB_IDLE_TIMEOUT)?,
         listen_address,
         log: env.required(&LOG)?,
         log_format: env.required(&LOG_FORMAT)?,

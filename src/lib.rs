@@ -49,7 +49,7 @@ use crate::api::{ApiClient, ApiError, ClientSettings};
 use crate::collector::{Collection, CollectorSettings};
 use crate::config::{Config, ConfigError};
 use crate::landing::PageInfo;
-use crate::metrics::{Exposition, Metrics, Published};
+use crate::metrics::{EndpointMetrics, Exposition, Metrics, Published};
 use crate::server::ServerState;
 use crate::snapshot::Snapshot;
 use crate::web::{WebConfig, WebConfigError};
@@ -125,6 +125,14 @@ impl Exporter {
         })
     }
 
+    fn limits(&self) -> server::Limits {
+        server::Limits {
+            max_connections: self.config.web_max_connections,
+            idle_timeout: self.config.web_idle_timeout,
+            ..server::Limits::default()
+        }
+    }
+
     /// Whether the endpoint is served over TLS.
     pub fn uses_tls(&self) -> bool {
         self.web.tls.is_some()
@@ -150,6 +158,7 @@ impl Exporter {
     /// Collects in the background and serves the endpoints on `listener` until `shutdown`.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) {
         let pipeline = self.pipeline();
+        let endpoint = Arc::new(EndpointMetrics::default());
         let state = ServerState {
             published: pipeline.subscribe(),
             info: Arc::new(PageInfo {
@@ -157,6 +166,7 @@ impl Exporter {
                 api_url: self.config.api_url.to_string(),
                 interval: self.config.interval,
             }),
+            endpoint: endpoint.clone(),
         };
         let collector = tokio::spawn(pipeline.run(shutdown.clone()));
         if let Ok(address) = listener.local_addr() {
@@ -170,7 +180,15 @@ impl Exporter {
             );
         }
         let router = server::secured_router(state, &self.web);
-        server::serve(listener, router, self.web.tls.clone(), shutdown.wait()).await;
+        server::serve(
+            listener,
+            router,
+            self.web.tls.clone(),
+            self.limits(),
+            endpoint,
+            shutdown.wait(),
+        )
+        .await;
         let _ = collector.await;
     }
 

@@ -110,7 +110,7 @@ async fn run(config: Config) -> Result<ExitCode, Error> {
 /// every probe succeeded.
 async fn once(config: Config) -> Result<ExitCode, Error> {
     let (snapshot, exposition) = Exporter::new(config)?.collect_once().await;
-    let (process, _) = flexcloud_exporter::metrics::encode_process();
+    let (process, _) = flexcloud_exporter::metrics::encode_scrape_time(None);
     print!("{}{process}", String::from_utf8_lossy(&exposition.text));
     for (step, status) in snapshot.failing_steps() {
         eprintln!("failed: {step} (HTTP status {status})");

@@ -557,10 +557,32 @@ impl prometheus_client::collector::Collector for ProcessSample {
     }
 }
 
-/// Process metrics in the classic text format and in OpenMetrics (with `# EOF`).
-pub fn encode_process() -> (String, String) {
+/// Counters of the endpoint itself. Unlike the cycle's metrics they change between cycles,
+/// so they are encoded at scrape time with the process metrics.
+#[derive(Debug, Default)]
+pub struct EndpointMetrics {
+    connections_refused: Counter,
+}
+
+impl EndpointMetrics {
+    /// A connection was closed at once because the connection limit was reached.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+}
+
+/// The metrics read at scrape time (the process's, and the endpoint's when there is one) in
+/// the classic text format and in OpenMetrics (with `# EOF`).
+pub fn encode_scrape_time(endpoint: Option<&EndpointMetrics>) -> (String, String) {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ProcessSample::read()));
+    if let Some(endpoint) = endpoint {
+        registry.register(
+            "flexcloud_web_connections_rejected",
+            "Connections to the endpoint closed at once because FLEXCLOUD_WEB_MAX_CONNECTIONS were open",
+            endpoint.connections_refused.clone(),
+        );
+    }
     let mut text = String::new();
     let mut openmetrics = String::new();
     let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
@@ -581,9 +603,13 @@ mod tests {
     }
 
     #[test]
-    fn process_metrics_are_the_standard_series_in_both_formats() {
-        let (text, openmetrics) = encode_process();
+    fn scrape_time_metrics_are_the_standard_process_series_and_the_endpoints_in_both_formats() {
+        let endpoint = EndpointMetrics::default();
+        endpoint.connection_refused();
+        let (text, openmetrics) = encode_scrape_time(Some(&endpoint));
+        // A registry writes its own metrics before those of its collectors.
         let expected = [
+            "flexcloud_web_connections_rejected_total",
             "process_cpu_seconds_total",
             "process_resident_memory_bytes",
             "process_virtual_memory_bytes",
@@ -595,5 +621,6 @@ mod tests {
         assert_eq!(names(&openmetrics), expected);
         assert!(openmetrics.ends_with("# EOF\n"));
         assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
+        assert!(text.contains("flexcloud_web_connections_rejected_total 1\n"));
     }
 }

@@ -62,6 +62,8 @@ async fn https_api(pki: &Pki) -> String {
         listener,
         router,
         web.tls,
+        flexcloud_exporter::server::Limits::default(),
+        std::sync::Arc::default(),
         std::future::pending(),
     ));
     format!("https://127.0.0.1:{}", address.port())

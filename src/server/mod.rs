@@ -1,9 +1,13 @@
-//! The HTTP endpoints `/metrics`, the status page, `/-/healthy` and `/-/ready`, and the one
-//! accept loop that serves them over plain HTTP or TLS, with the web config's Basic auth.
+//! The HTTP endpoints `/metrics`, the status page, `/-/healthy` and `/-/ready`, with the web
+//! config's Basic auth; [`serve`] runs them on the one accept loop of [`conn`].
+
+mod accept;
+mod conn;
+
+pub use accept::{Format, negotiate};
+pub use conn::{Limits, serve};
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,22 +18,16 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
-use tracing::{debug, warn};
 
 use crate::landing;
-use crate::metrics::{self, Published};
+use crate::metrics::{self, EndpointMetrics, Published};
 use crate::web::{BasicAuth, WebConfig};
 
 /// A request that takes longer than this is answered 408 (a slow client cannot hold a
 /// connection slot forever).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// A TLS client gets this long to finish its handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests handled at once; more wait for a slot.
 const MAX_CONCURRENT_REQUESTS: usize = 512;
 
@@ -40,6 +38,8 @@ const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub struct ServerState {
     pub published: watch::Receiver<Arc<Published>>,
     pub info: Arc<landing::PageInfo>,
+    /// The endpoint's own counters, shared with the accept loop.
+    pub endpoint: Arc<EndpointMetrics>,
 }
 
 /// The endpoints without authentication or TLS, as served when no web config file is given.
@@ -86,106 +86,6 @@ pub fn secured_router(state: ServerState, web: &WebConfig) -> Router {
     .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves. With `tls`, every connection
-/// must complete a TLS handshake first; plain HTTP is refused. Plain and TLS connections
-/// share this one accept loop, so limits on connections apply to both alike.
-///
-/// Shutdown works as in `axum::serve`: stop accepting, let each connection finish the
-/// request it is answering, then close it.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let (stop, stopped) = watch::channel(false);
-    let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
-        };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(error) => {
-                // Out of file descriptors and the like: back off instead of spinning, as
-                // axum::serve does. A peer that hung up before accept is not worth a pause.
-                if !matches!(
-                    error.kind(),
-                    ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
-                ) {
-                    warn!(error = %error, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        connections.spawn(serve_connection(
-            acceptor.clone(),
-            stream,
-            router.clone(),
-            stopped.clone(),
-        ));
-        while connections.try_join_next().is_some() {}
-    }
-    drop(listener);
-    let _ = stop.send(true);
-    while connections.join_next().await.is_some() {}
-}
-
-async fn serve_connection(
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
-    stream: tokio::net::TcpStream,
-    router: Router,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let Some(acceptor) = acceptor else {
-        serve_http(stream, router, stopped).await;
-        return;
-    };
-    // A client that connects and never finishes the handshake (or speaks plain HTTP) must not
-    // hold the task; a failed handshake just closes the connection, as a TLS server does.
-    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-    let tls = tokio::select! {
-        done = handshake => match done {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(error)) => {
-                debug!(error = %error, "TLS handshake failed");
-                return;
-            }
-            Err(_) => return,
-        },
-        () = until_stopped(&mut stopped) => return,
-    };
-    serve_http(tls, router, stopped).await;
-}
-
-/// HTTP/1.1 on one connection, plain or inside TLS, until it closes or the server stops.
-async fn serve_http<IO>(io: IO, router: Router, mut stopped: watch::Receiver<bool>)
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let connection = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(router));
-    tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        () = until_stopped(&mut stopped) => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
-    }
-}
-
-/// Resolves once the server stops (the guard `wait_for` returns is not `Send`, so it is
-/// dropped here rather than held across the connection's await).
-async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
-    let _ = stopped.wait_for(|stop| *stop).await;
-}
-
 /// Answers 401 with `WWW-Authenticate: Basic` unless the request carries a listed user's
 /// credentials (or asks for one of [`UNAUTHENTICATED_PATHS`]).
 async fn require_basic_auth(
@@ -220,29 +120,22 @@ async fn add_headers(
     response
 }
 
-fn wants_openmetrics(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/openmetrics-text"))
-}
-
 /// The latest cycle's pre-encoded bytes plus the process metrics, never waiting on the API.
 async fn serve_metrics(State(state): State<ServerState>, headers: HeaderMap) -> Response {
     let published = state.published.borrow().clone();
-    let (process_text, process_openmetrics) = metrics::encode_process();
-    let (content_type, cycle, process) = if wants_openmetrics(&headers) {
-        (
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (scrape_text, scrape_openmetrics) = metrics::encode_scrape_time(Some(&state.endpoint));
+    let (content_type, cycle, process) = match negotiate(accept) {
+        Format::OpenMetrics => (
             OPENMETRICS_TYPE,
             published.exposition.openmetrics.clone(),
-            process_openmetrics,
-        )
-    } else {
-        (
+            scrape_openmetrics,
+        ),
+        Format::Text => (
             prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
             published.exposition.text.clone(),
-            process_text,
-        )
+            scrape_text,
+        ),
     };
     // Two chunks: the shared cycle bytes are not copied per scrape.
     let chunks = [Ok::<_, Infallible>(cycle), Ok(Bytes::from(process))];
@@ -299,6 +192,7 @@ mod tests {
                 api_url: "https://api.example.com/".into(),
                 interval: Duration::from_secs(60),
             }),
+            endpoint: Arc::default(),
         };
         (tx, state)
     }

@@ -230,6 +230,7 @@ impl Harness {
                 api_url: self.sim.url(),
                 interval: std::time::Duration::from_secs(60),
             }),
+            endpoint: Arc::default(),
         };
         let router = flexcloud_exporter::server::router(state);
         let (trigger, shutdown) = Shutdown::new();
@@ -238,6 +239,8 @@ impl Harness {
             listener,
             router,
             None,
+            flexcloud_exporter::server::Limits::default(),
+            Arc::default(),
             shutdown.wait(),
         ));
         format!("http://{address}")
