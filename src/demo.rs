@@ -60,6 +60,7 @@ pub fn run() -> ExitCode {
 
 async fn serve(config: Config, simulator_url: &str) -> ExitCode {
     telemetry::init(&config.log, config.log_format);
+    super::raise_open_file_limit();
     let address = config.listen_address;
     let exporter = match Exporter::new(config) {
         Ok(e) => e,

@@ -171,6 +171,8 @@ impl Exporter {
         let collector = tokio::spawn(pipeline.run(shutdown.clone()));
         if let Ok(address) = listener.local_addr() {
             info!(
+                version = env!("CARGO_PKG_VERSION"),
+                revision = env!("FLEXCLOUD_REVISION"),
                 address = %address,
                 api_url = %self.config.api_url,
                 interval = %humantime::format_duration(self.config.interval),

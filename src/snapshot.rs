@@ -264,19 +264,19 @@ impl Snapshot {
         !self.rejected_credentials() && self.outcomes().any(|o| o.success || o.http_status != 0)
     }
 
-    /// Every failed step with its HTTP status, named for people: `accounts`,
-    /// `ACCOUNT zones`, `ACCOUNT ZONE`.
-    pub fn failing_steps(&self) -> BTreeMap<String, u16> {
-        let mut failing = BTreeMap::new();
+    /// Every failed step, named for people (`accounts`, `ACCOUNT zones`, `ACCOUNT ZONE`),
+    /// with its outcome.
+    pub fn failing_steps(&self) -> Vec<(String, &Outcome)> {
+        let mut failing = Vec::new();
         if let Some(o) = self.accounts_discovery.as_ref().filter(|o| !o.success) {
-            failing.insert("accounts".to_string(), o.http_status);
+            failing.push(("accounts".to_string(), o));
         }
         for (account, o) in self.zones_discovery.iter().filter(|(_, o)| !o.success) {
-            failing.insert(format!("{account} zones"), o.http_status);
+            failing.push((format!("{account} zones"), o));
         }
         for ((account, zone), z) in &self.zones {
             if let Some(p) = z.probe.as_ref().filter(|p| !p.success) {
-                failing.insert(format!("{account} {zone}"), p.http_status);
+                failing.push((format!("{account} {zone}"), p));
             }
         }
         failing
