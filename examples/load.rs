@@ -21,6 +21,9 @@
 //! describes the phases and the figures.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/common/exposition.rs"]
+mod exposition;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -291,29 +294,26 @@ impl Exposition {
     fn parse(body: &[u8]) -> Self {
         let text = std::str::from_utf8(body).expect("utf-8 exposition");
         let mut e = Exposition::default();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let value: f64 = value.parse().unwrap_or(0.0);
-            if series == "flexcloud_collection_cycles_total" {
-                e.cycles = value as u64;
-            } else if series == "flexcloud_collection_duration_seconds" {
-                e.duration = value;
-            } else if series == "flexcloud_up" {
-                e.up = value;
-            } else if series.starts_with("flexcloud_api_request_duration_seconds_sum{") {
-                e.latency_sum += value;
-            } else if series.starts_with("flexcloud_api_request_duration_seconds_count{") {
-                e.latency_count += value;
-            } else if series.starts_with("flexcloud_api_requests_total{") {
-                e.requests += value;
-                if series.contains("code=\"invalid_response\"") {
-                    e.invalid += value;
+        let label = |s: &exposition::Sample, name: &str, value: &str| {
+            s.labels.iter().any(|(l, v)| l == name && v == value)
+        };
+        for s in exposition::parse(text).samples {
+            match s.name.as_str() {
+                "flexcloud_collection_cycles_total" => e.cycles = s.value as u64,
+                "flexcloud_collection_duration_seconds" => e.duration = s.value,
+                "flexcloud_up" => e.up = s.value,
+                "flexcloud_api_request_duration_seconds_sum" => e.latency_sum += s.value,
+                "flexcloud_api_request_duration_seconds_count" => e.latency_count += s.value,
+                "flexcloud_api_requests_total" => {
+                    e.requests += s.value;
+                    if label(&s, "code", "invalid_response") {
+                        e.invalid += s.value;
+                    }
+                    if label(&s, "endpoint", "accounts") {
+                        e.account_requests += s.value;
+                    }
                 }
-                if series.contains("endpoint=\"accounts\"") {
-                    e.account_requests += value;
-                }
+                _ => {}
             }
         }
         e

@@ -38,12 +38,7 @@ async fn readme_lists_every_exported_metric() {
     let mut h = common::Harness::start(scenario, &[]).await;
     let m = h.cycle().await;
     let readme = readme();
-    let families: Vec<&str> = m
-        .text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+    let families: Vec<&str> = m.families.iter().map(|f| f.name.as_str()).collect();
     assert!(families.len() > 15);
     for family in families {
         assert!(

@@ -22,6 +22,8 @@ use serde_json::Value;
 #[allow(dead_code)]
 #[path = "common/dashboards.rs"]
 mod dashboards;
+#[path = "common/exposition.rs"]
+mod exposition;
 use dashboards::{GLOBAL_VARIABLES, dashboard_files, label_values, substitute};
 
 /// The exposition of a fixed snapshot, kept in step with the exporter by tests/golden.rs: the
@@ -30,14 +32,6 @@ const GOLDEN: &str = "tests/fixtures/golden/metrics.txt";
 
 /// The standard process metrics (`ProcessCollector` in src/metrics.rs): read from /proc at
 /// scrape time, so the golden exposition of a snapshot has none.
-const PROCESS_METRICS: &[&str] = &[
-    "process_cpu_seconds_total",
-    "process_resident_memory_bytes",
-    "process_virtual_memory_bytes",
-    "process_start_time_seconds",
-    "process_open_fds",
-    "process_max_fds",
-];
 
 /// What Prometheus adds for every scrape target: the `up` series and the target labels, with
 /// `le`, which a histogram has even before its first observation.
@@ -136,55 +130,56 @@ struct Exposed {
 /// histogram its `_bucket`, `_sum` and `_count`; a counter the `_total` name its samples are
 /// written with), with the process metrics and what Prometheus adds to every target.
 fn exposed() -> Exposed {
-    let text = fs::read_to_string(repo(GOLDEN)).unwrap_or_else(|e| panic!("{GOLDEN}: {e}"));
-    let samples: Vec<(String, BTreeSet<String>)> = text
-        .lines()
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(sample)
-        .collect();
+    // The golden exposition of a cycle, and what a scrape adds to it (process metrics and the
+    // endpoint's counter), as the exporter writes them.
+    let mut text = fs::read_to_string(repo(GOLDEN)).unwrap_or_else(|e| panic!("{GOLDEN}: {e}"));
+    let endpoint = flexcloud_exporter::metrics::EndpointMetrics::default();
+    text.push_str(&flexcloud_exporter::metrics::encode_scrape_time(Some(&endpoint)).0);
+    let golden = exposition::parse(&text);
+    let labels_of = |name: &str| -> BTreeSet<String> {
+        golden
+            .samples
+            .iter()
+            .filter(|s| s.name == name)
+            .flat_map(|s| s.labels.iter().map(|(label, _)| label.clone()))
+            .collect()
+    };
     let mut metrics: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for line in text.lines() {
-        let Some(family) = line.strip_prefix("# TYPE ") else {
-            continue;
-        };
-        let (family, kind) = family
-            .split_once(' ')
-            .unwrap_or_else(|| panic!("{GOLDEN}: no type in {line:?}"));
-        let names: Vec<String> = match kind {
+    for family in &golden.families {
+        let name = family.name.as_str();
+        let names: Vec<String> = match family.kind.as_str() {
             "histogram" => ["_bucket", "_sum", "_count"]
                 .iter()
-                .map(|suffix| format!("{family}{suffix}"))
+                .map(|suffix| format!("{name}{suffix}"))
                 .collect(),
-            "summary" => [
-                family.to_string(),
-                format!("{family}_sum"),
-                format!("{family}_count"),
-            ]
-            .into(),
-            "counter" => samples
+            "summary" => vec![
+                name.to_string(),
+                format!("{name}_sum"),
+                format!("{name}_count"),
+            ],
+            "counter" => golden
+                .samples
                 .iter()
-                .map(|(name, _)| name)
-                .filter(|name| *name == family || **name == format!("{family}_total"))
-                .cloned()
+                .map(|s| s.name.clone())
+                .filter(|sample| *sample == name || *sample == format!("{name}_total"))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
                 .collect(),
-            _ => vec![family.to_string()],
+            _ => vec![name.to_string()],
         };
-        assert!(!names.is_empty(), "{GOLDEN}: family {family} has no series");
-        for name in names {
-            let labels = samples
-                .iter()
-                .filter(|(sample, _)| *sample == name)
-                .flat_map(|(_, labels)| labels.iter().cloned())
-                .collect();
-            metrics.insert(name, labels);
+        assert!(!names.is_empty(), "{GOLDEN}: family {name} has no series");
+        for series in names {
+            let labels = labels_of(&series);
+            metrics.insert(series, labels);
         }
     }
-    for name in PROCESS_METRICS.iter().chain(TARGET_METRICS) {
+    for name in TARGET_METRICS {
         metrics.insert(name.to_string(), BTreeSet::new());
     }
-    let labels = samples
+    let labels = golden
+        .samples
         .iter()
-        .flat_map(|(_, labels)| labels.iter().cloned())
+        .flat_map(|s| s.labels.iter().map(|(label, _)| label.clone()))
         .chain(
             TARGET_LABELS
                 .iter()
@@ -193,29 +188,6 @@ fn exposed() -> Exposed {
         )
         .collect();
     Exposed { metrics, labels }
-}
-
-/// The metric name and label names of one sample line. Its series, `name{label="value",...}`,
-/// is written as a PromQL selector with the same string escapes, so promql-parser reads it;
-/// the value (and any timestamp) follow the closing brace, or the name when there are no
-/// labels.
-fn sample(line: &str) -> (String, BTreeSet<String>) {
-    let end = line
-        .rfind('}')
-        .map(|at| at + 1)
-        .or_else(|| line.find(' '))
-        .unwrap_or(line.len());
-    match parser::parse(&line[..end]) {
-        Ok(Expr::VectorSelector(VectorSelector {
-            name: Some(name),
-            matchers,
-            ..
-        })) => (
-            name,
-            matchers.matchers.into_iter().map(|m| m.name).collect(),
-        ),
-        other => panic!("{GOLDEN}: not a sample line ({other:?}): {line}"),
-    }
 }
 
 fn str_at<'a>(value: &'a Value, key: &str) -> &'a str {

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
+pub mod exposition;
 pub mod promtool;
 
 use std::collections::BTreeMap;
@@ -268,31 +269,22 @@ pub async fn scrape(base: &str) -> Metrics {
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub samples: BTreeMap<String, f64>,
+    /// The `# TYPE` families, in the order written.
+    pub families: Vec<exposition::Family>,
     pub text: String,
 }
 
 impl Metrics {
     pub fn parse(text: &str) -> Self {
-        let mut samples = BTreeMap::new();
-        for line in text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-        {
-            let (series, value) = line.rsplit_once(' ').expect("sample line has a value");
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => (
-                    name,
-                    parse_labels(rest.strip_suffix('}').expect("closing brace")),
-                ),
-                None => (series, Vec::new()),
-            };
-            samples.insert(
-                key(name, &labels),
-                value.parse::<f64>().expect("numeric value"),
-            );
-        }
+        let parsed = exposition::parse(text);
+        let samples = parsed
+            .samples
+            .iter()
+            .map(|s| (key(&s.name, &s.labels), s.value))
+            .collect();
         Metrics {
             samples,
+            families: parsed.families,
             text: text.to_string(),
         }
     }
@@ -336,34 +328,4 @@ fn key(name: &str, labels: &[(String, String)]) -> String {
     sorted.sort();
     let inner: Vec<String> = sorted.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
     format!("{name}{{{}}}", inner.join(","))
-}
-
-/// Parses `a="x",b="y\"z"` into pairs, unescaping values.
-fn parse_labels(text: &str) -> Vec<(String, String)> {
-    let mut pairs = Vec::new();
-    let mut chars = text.chars().peekable();
-    loop {
-        let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if name.is_empty() {
-            break;
-        }
-        assert_eq!(chars.next(), Some('"'));
-        let mut value = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some('n') => value.push('\n'),
-                    Some(other) => value.push(other),
-                    None => break,
-                },
-                '"' => break,
-                c => value.push(c),
-            }
-        }
-        pairs.push((name.trim_start_matches(',').to_string(), value));
-        if chars.peek() == Some(&',') {
-            chars.next();
-        }
-    }
-    pairs
 }
