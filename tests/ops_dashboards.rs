@@ -30,9 +30,6 @@ use dashboards::{GLOBAL_VARIABLES, dashboard_files, label_values, substitute};
 /// source of the metric and label names a query may use.
 const GOLDEN: &str = "tests/fixtures/golden/metrics.txt";
 
-/// The standard process metrics (`ProcessCollector` in src/metrics.rs): read from /proc at
-/// scrape time, so the golden exposition of a snapshot has none.
-
 /// What Prometheus adds for every scrape target: the `up` series and the target labels, with
 /// `le`, which a histogram has even before its first observation.
 const TARGET_METRICS: &[&str] = &["up"];
@@ -128,7 +125,7 @@ struct Exposed {
 
 /// The names of the golden exposition: each `# TYPE` family gives its series names (a
 /// histogram its `_bucket`, `_sum` and `_count`; a counter the `_total` name its samples are
-/// written with), with the process metrics and what Prometheus adds to every target.
+/// written with), with the scrape-time metrics and what Prometheus adds to every target.
 fn exposed() -> Exposed {
     // The golden exposition of a cycle, and what a scrape adds to it (process metrics and the
     // endpoint's counter), as the exporter writes them.
