@@ -24,7 +24,7 @@ use serde_json::Value;
 mod dashboards;
 #[path = "common/exposition.rs"]
 mod exposition;
-use dashboards::{GLOBAL_VARIABLES, dashboard_files, label_values, substitute};
+use dashboards::{GLOBAL_VARIABLES, dashboard_files, label_values, references, substitute};
 
 /// The exposition of a fixed snapshot, kept in step with the exporter by tests/golden.rs: the
 /// source of the metric and label names a query may use.
@@ -624,20 +624,11 @@ fn every_variable_is_used_by_a_query() {
 
 /// The names in `$name` and `${name}` references.
 fn variable_references(text: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        rest = &rest[at + 1..];
-        let braced = rest.starts_with('{');
-        let body = if braced { &rest[1..] } else { rest };
-        let len = body
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(body.len());
-        if len > 0 {
-            found.insert(body[..len].to_string());
-        }
-    }
-    found
+    references(text)
+        .into_iter()
+        .filter(|(_, name)| !name.is_empty())
+        .map(|(_, name)| name.to_string())
+        .collect()
 }
 
 /// The built-in interval variable that `rate` and `irate` ranges must use.

@@ -25,26 +25,36 @@ pub fn dashboard_files() -> Vec<PathBuf> {
     files
 }
 
+/// The `$name` and `${name}` references of `text`: where each stands and the name.
+pub fn references(text: &str) -> Vec<(std::ops::Range<usize>, &str)> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(at) = text[from..].find('$').map(|i| from + i) {
+        let braced = text[at + 1..].starts_with('{');
+        let start = at + 1 + usize::from(braced);
+        let len = text[start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(text.len() - start);
+        let end = start + len + usize::from(braced && len > 0);
+        found.push((at..end, &text[start..start + len]));
+        from = end.max(at + 1);
+    }
+    found
+}
+
 /// `text` with every `$name` and `${name}` replaced from `values`; panics on an unknown name.
 pub fn substitute(text: &str, values: &BTreeMap<String, String>) -> String {
     let mut out = String::new();
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        rest = &rest[at + 1..];
-        let braced = rest.starts_with('{');
-        let body = if braced { &rest[1..] } else { rest };
-        let len = body
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(body.len());
-        let name = &body[..len];
+    let mut copied = 0;
+    for (span, name) in references(text) {
         let value = values
             .get(name)
             .unwrap_or_else(|| panic!("unknown variable ${name} in {text}"));
+        out.push_str(&text[copied..span.start]);
         out.push_str(value);
-        rest = &body[len + usize::from(braced)..];
+        copied = span.end;
     }
-    out.push_str(rest);
+    out.push_str(&text[copied..]);
     out
 }
 
