@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example load -- --accounts 500 --zones 4 --latency 50ms \
 //!     --concurrency 64 --cycles 5 --scrapers 64 --seconds 10 [--soak 200] [--no-demo] \
-//!     [--fault-cycles 400] [--no-faults]
+//!     [--fault-cycles 120] [--no-faults]
 //! ```
 //!
 //! The figures of speed, load and memory live here rather than in the test suite, which
@@ -68,7 +68,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         soak: 0,
         demo: true,
         faults: true,
-        fault_cycles: 400,
+        fault_cycles: 120,
         exporter: None,
         static_server: None,
     };
@@ -713,7 +713,7 @@ async fn measure(args: &Args, binary: &Path, sim: &Simulator, faulty: &Simulator
         "phase 2: {} cycles back to back, then scrapes during cycles",
         args.cycles
     );
-    let busy = ChildServer::spawn(binary, &[], &env("100ms"));
+    let busy = ChildServer::spawn(binary, &[], &env("1s"));
     busy.wait_healthy(&client).await;
     // Often enough to see every cycle end, rarely enough to cost the exporter little.
     let poll = Duration::from_secs_f64(first.duration / 5.0)
@@ -911,9 +911,9 @@ async fn measure(args: &Args, binary: &Path, sim: &Simulator, faulty: &Simulator
     if args.soak > 0 {
         eprintln!("phase 4: soak, {} cycles at no latency", args.soak);
         sim.update(|s| s.latency = Latency::default());
-        let soak = ChildServer::spawn(binary, &[], &env("100ms"));
+        let soak = ChildServer::spawn(binary, &[], &env("1s"));
         soak.wait_healthy(&client).await;
-        let limit = Duration::from_secs(30 * args.soak.max(1));
+        let limit = Duration::from_secs(30 + 2 * args.soak.max(1));
         let started = Instant::now();
         let ends = watch_cycles(&soak, &client, Duration::from_millis(500), args.soak, limit).await;
         let elapsed = started.elapsed();
@@ -1015,7 +1015,7 @@ async fn measure_faults(
     // 5a: bodies of 256 MiB against a 1 MiB cap, and the same exporter without them.
     eprintln!("phase 5a: oversized bodies against the body cap");
     let capped_env = env(&[
-        ("FLEXCLOUD_INTERVAL", "200ms"),
+        ("FLEXCLOUD_INTERVAL", "1s"),
         ("FLEXCLOUD_MAX_BODY_BYTES", "1048576"),
     ]);
     faulty.set_scenario(fault_fleet()).expect("fault fleet");
@@ -1069,7 +1069,10 @@ async fn measure_faults(
     let exporter = ChildServer::spawn(
         binary,
         &[],
-        &env(&[("FLEXCLOUD_INTERVAL", "300ms"), ("FLEXCLOUD_TIMEOUT", "1s")]),
+        &env(&[
+            ("FLEXCLOUD_INTERVAL", "1100ms"),
+            ("FLEXCLOUD_TIMEOUT", "1s"),
+        ]),
     );
     exporter.wait_healthy(client).await;
     exporter.wait_ready(client, limit).await;
@@ -1100,10 +1103,10 @@ async fn measure_faults(
     // 5c: many short cycles with a different fault every few of them.
     eprintln!("phase 5c: {} cycles with faults toggled", args.fault_cycles);
     faulty.set_scenario(fault_fleet()).expect("fault fleet");
-    let soak = ChildServer::spawn(binary, &[], &env(&[("FLEXCLOUD_INTERVAL", "10ms")]));
+    let soak = ChildServer::spawn(binary, &[], &env(&[("FLEXCLOUD_INTERVAL", "1s")]));
     soak.wait_healthy(client).await;
     let warm_at = (args.fault_cycles / 4).clamp(10, 100);
-    let deadline = Instant::now() + Duration::from_secs(20 + args.fault_cycles);
+    let deadline = Instant::now() + Duration::from_secs(20 + 2 * args.fault_cycles);
     let started = Instant::now();
     let (mut toggles, mut warm, mut done) = (0u32, None, 0);
     while done < args.fault_cycles {
@@ -1153,6 +1156,7 @@ async fn measure_faults(
         .set_scenario(fault_fleet().fault(hang))
         .expect("fault fleet");
     let stuck_env = env(&[
+        ("FLEXCLOUD_INTERVAL", "2h"),
         ("FLEXCLOUD_TIMEOUT", "1h"),
         ("FLEXCLOUD_READ_TIMEOUT", "1h"),
     ]);

@@ -123,25 +123,25 @@ pub const ZONES: Setting<Vec<String>> = Setting {
 pub const INTERVAL: Setting<Duration> = Setting {
     name: "FLEXCLOUD_INTERVAL",
     default: DefaultValue::Value("60s"),
-    help: "time between collection cycles",
-    expected: DURATION,
-    parse: parse_duration,
+    help: "time between collection cycles (1s to 24h)",
+    expected: "a duration from 1s to 24h, such as 30s, 5m or 1h30m",
+    parse: |text| duration_within(text, SECOND, DAY),
     secret: false,
 };
 pub const TIMEOUT: Setting<Duration> = Setting {
     name: "FLEXCLOUD_TIMEOUT",
-    default: DefaultValue::Value("10s"),
-    help: "limit for one API request, body included",
-    expected: DURATION,
-    parse: parse_duration,
+    default: DefaultValue::Described("10s, or half the interval if that is less"),
+    help: "limit for one API request, body included (100ms to 1h, below the interval)",
+    expected: "a duration from 100ms to 1h, such as 10s",
+    parse: |text| duration_within(text, TENTH, HOUR),
     secret: false,
 };
 pub const CONNECT_TIMEOUT: Setting<Duration> = Setting {
     name: "FLEXCLOUD_CONNECT_TIMEOUT",
     default: DefaultValue::Value("5s"),
-    help: "limit for opening a connection to the API",
-    expected: DURATION,
-    parse: parse_duration,
+    help: "limit for opening a connection to the API (100ms to 1h)",
+    expected: "a duration from 100ms to 1h, such as 5s",
+    parse: |text| duration_within(text, TENTH, HOUR),
     secret: false,
 };
 pub const CONCURRENCY: Setting<usize> = Setting {
@@ -155,9 +155,9 @@ pub const CONCURRENCY: Setting<usize> = Setting {
 pub const STALE_AFTER: Setting<Duration> = Setting {
     name: "FLEXCLOUD_STALE_AFTER",
     default: DefaultValue::Described("3 x interval"),
-    help: "how long image gauges of a failing zone keep their last good values",
-    expected: DURATION,
-    parse: parse_duration,
+    help: "how long image gauges of a failing zone keep their last good values (up to 30 days)",
+    expected: "a positive duration of at most 30 days, such as 3m or 1h",
+    parse: |text| duration_within(text, Duration::from_nanos(1), DAY.saturating_mul(30)),
     secret: false,
 };
 pub const SAVING_SERIES_LIMIT: Setting<usize> = Setting {
@@ -187,9 +187,9 @@ pub const ALLOW_INSECURE_HTTP: Setting<bool> = Setting {
 pub const READ_TIMEOUT: Setting<Duration> = Setting {
     name: "FLEXCLOUD_READ_TIMEOUT",
     default: DefaultValue::Value("5s"),
-    help: "limit for one read from the API's connection (cuts stalled bodies early)",
-    expected: DURATION,
-    parse: parse_duration,
+    help: "limit for one read from the API's connection, cutting stalled bodies early (100ms to 1h)",
+    expected: "a duration from 100ms to 1h, such as 5s",
+    parse: |text| duration_within(text, TENTH, HOUR),
     secret: false,
 };
 pub const CA_FILE: Setting<PathBuf> = Setting {
@@ -235,12 +235,9 @@ pub const WEB_MAX_CONNECTIONS: Setting<usize> = Setting {
 pub const WEB_IDLE_TIMEOUT: Setting<Duration> = Setting {
     name: "FLEXCLOUD_WEB_IDLE_TIMEOUT",
     default: DefaultValue::Value("2m"),
-    help: "how long a keep-alive connection to the endpoint may stay silent between requests",
+    help: "how long a keep-alive connection to the endpoint may stay silent between requests (1s to 24h)",
     expected: "a duration from 1s to 24h, such as 2m",
-    parse: |text| {
-        parse_duration(text)
-            .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(d))
-    },
+    parse: |text| duration_within(text, SECOND, DAY),
     secret: false,
 };
 pub const LISTEN_ADDRESS: Setting<SocketAddr> = Setting {
@@ -254,8 +251,8 @@ pub const LISTEN_ADDRESS: Setting<SocketAddr> = Setting {
 pub const LOG: Setting<String> = Setting {
     name: "FLEXCLOUD_LOG",
     default: DefaultValue::Value("info"),
-    help: "tracing filter, e.g. debug or flexcloud_exporter=debug",
-    expected: "a tracing filter such as info, debug or flexcloud_exporter=debug,warn",
+    help: "log filter: a level (trace, debug, info, warn, error, off) and target=level directives",
+    expected: "a level (trace, debug, info, warn, error or off) or target=level directives, such as info or warn,flexcloud_exporter=debug",
     parse: |text| telemetry::filter_is_valid(text).then(|| text.to_string()),
     secret: false,
 };
@@ -296,7 +293,11 @@ pub const SETTINGS: &[SettingDoc] = &[
     LOG_FORMAT.doc(),
 ];
 
-const DURATION: &str = "a positive duration such as 30s, 5m or 1h30m";
+const TENTH: Duration = Duration::from_millis(100);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
 const BOOL: &str = "true or false";
 
 /// A setting that stops the program before it serves anything.
@@ -315,6 +316,13 @@ pub enum ConfigError {
     },
     #[error("{var} is not valid UTF-8")]
     NotUnicode { var: String },
+    #[error("{var} is invalid: {problem}")]
+    Conflict { var: &'static str, problem: String },
+    #[error("{var} is not a setting of flexcloud-exporter{}", suggestion.map(|s| format!(" (did you mean {s}?)")).unwrap_or_else(|| " (see --help)".into()))]
+    Unknown {
+        var: String,
+        suggestion: Option<&'static str>,
+    },
     #[error("{var}: cannot read {path}: {source}")]
     File {
         var: &'static str,
@@ -417,7 +425,7 @@ impl Env {
                 value: if setting.secret {
                     "***".into()
                 } else {
-                    redact_userinfo(text)
+                    without_userinfo(text)
                 },
             })
     }
@@ -429,6 +437,60 @@ impl Env {
             expected: setting.expected,
         })
     }
+
+    /// A misspelt setting must stop the program, not be silently ignored; Kubernetes'
+    /// service links, which share the prefix, are not settings and are passed over.
+    fn reject_unknown(&self) -> Result<(), ConfigError> {
+        let unknown = self.0.keys().find(|name| {
+            !SETTINGS.iter().any(|s| s.name == name.as_str()) && !is_service_link(name)
+        });
+        match unknown {
+            None => Ok(()),
+            Some(name) => Err(ConfigError::Unknown {
+                var: name.clone(),
+                suggestion: closest_setting(name),
+            }),
+        }
+    }
+}
+
+/// The names of the variables Kubernetes puts into every container of a namespace that has
+/// a Service named `flexcloud` or `flexcloud-exporter` (unless the pod sets
+/// `enableServiceLinks: false`): `<SVC>_SERVICE_HOST`, `<SVC>_SERVICE_PORT[_<PORT NAME>]`,
+/// `<SVC>_PORT` and `<SVC>_PORT_<N>_<PROTO>[_PROTO|_PORT|_ADDR]`.
+fn is_service_link(name: &str) -> bool {
+    ["FLEXCLOUD_EXPORTER_", "FLEXCLOUD_"].iter().any(|service| {
+        let Some(rest) = name.strip_prefix(service) else {
+            return false;
+        };
+        if rest == "SERVICE_HOST" || rest == "SERVICE_PORT" || rest == "PORT" {
+            return true;
+        }
+        if let Some(port_name) = rest.strip_prefix("SERVICE_PORT_") {
+            return !port_name.is_empty();
+        }
+        let Some(port) = rest.strip_prefix("PORT_") else {
+            return false;
+        };
+        let mut parts = port.splitn(3, '_');
+        let number = parts.next().unwrap_or_default();
+        let protocol = parts.next().unwrap_or_default();
+        let field = parts.next();
+        !number.is_empty()
+            && number.bytes().all(|b| b.is_ascii_digit())
+            && matches!(protocol, "TCP" | "UDP" | "SCTP")
+            && field.is_none_or(|f| matches!(f, "PROTO" | "PORT" | "ADDR"))
+    })
+}
+
+/// The setting whose name is nearest to `name`, when one is near enough to be meant.
+fn closest_setting(name: &str) -> Option<&'static str> {
+    SETTINGS
+        .iter()
+        .map(|s| (strsim::levenshtein(name, s.name), s.name))
+        .filter(|(distance, _)| *distance <= 3)
+        .min()
+        .map(|(_, name)| name)
 }
 
 impl Config {
@@ -489,11 +551,27 @@ impl Config {
 
 fn api_access(env: &Env) -> Result<ApiAccess, ConfigError> {
     let password = match (env.get(&PASSWORD)?, env.get(&PASSWORD_FILE)?) {
-        (Some(p), _) => p,
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Conflict {
+                var: PASSWORD_FILE.name,
+                problem: "set either FLEXCLOUD_PASSWORD or FLEXCLOUD_PASSWORD_FILE, not both"
+                    .into(),
+            });
+        }
+        (Some(p), None) => p,
         (None, Some(path)) => read_password_file(&path)?,
         (None, None) => env.required(&PASSWORD)?,
     };
     let username = env.required(&USERNAME)?;
+    if let Some(url) = env.text(API_URL.name).filter(|u| u.contains('@')) {
+        return Err(ConfigError::Conflict {
+            var: API_URL.name,
+            problem: format!(
+                "must not carry credentials; set FLEXCLOUD_USERNAME and FLEXCLOUD_PASSWORD_FILE instead (got {})",
+                without_userinfo(url)
+            ),
+        });
+    }
     Ok(ApiAccess {
         url: env.required(&API_URL)?,
         username,
@@ -510,10 +588,24 @@ fn build(env: &Env, access: ApiAccess, defaults: ModeDefaults) -> Result<Config,
             value: access.url.to_string(),
         });
     }
+    env.reject_unknown()?;
     let interval = match (env.text(INTERVAL.name), defaults.interval) {
         (None, Some(interval)) => interval,
         _ => env.required(&INTERVAL)?,
     };
+    let timeout = env
+        .get(&TIMEOUT)?
+        .unwrap_or_else(|| DEFAULT_TIMEOUT.min(interval / 2));
+    if timeout >= interval {
+        return Err(ConfigError::Conflict {
+            var: TIMEOUT.name,
+            problem: format!(
+                "must be shorter than FLEXCLOUD_INTERVAL ({}), so a request ends within its cycle; got {}",
+                humantime::format_duration(interval),
+                humantime::format_duration(timeout)
+            ),
+        });
+    }
     let listen_address = match (env.text(LISTEN_ADDRESS.name), defaults.listen_address) {
         (None, Some(address)) => address,
         _ => env.required(&LISTEN_ADDRESS)?,
@@ -525,7 +617,7 @@ fn build(env: &Env, access: ApiAccess, defaults: ModeDefaults) -> Result<Config,
         accounts: env.get(&ACCOUNTS)?.unwrap_or_default(),
         zones: env.get(&ZONES)?.unwrap_or_default(),
         interval,
-        timeout: env.required(&TIMEOUT)?,
+        timeout,
         connect_timeout: env.required(&CONNECT_TIMEOUT)?,
         concurrency: env.required(&CONCURRENCY)?,
         stale_after: env
@@ -585,12 +677,40 @@ fn existing_file(var: &'static str, path: Option<PathBuf>) -> Result<Option<Path
     Ok(Some(path))
 }
 
-fn read_password_file(path: &std::path::Path) -> Result<SecretString, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+/// The largest password file read; a password is tens of bytes, and the limit keeps a wrong
+/// path (a log, a device) from filling memory or every request header.
+pub const MAX_PASSWORD_FILE_BYTES: u64 = 4096;
+
+/// The password in `path`: a regular file (symlinks followed, as Kubernetes mounts Secrets)
+/// of at most [`MAX_PASSWORD_FILE_BYTES`], one trailing newline trimmed.
+pub fn read_password_file(path: &std::path::Path) -> Result<SecretString, ConfigError> {
+    use std::io::Read;
+    let file_error = |source| ConfigError::File {
         var: PASSWORD_FILE.name,
         path: path.display().to_string(),
         source,
-    })?;
+    };
+    let invalid = |expected| ConfigError::Invalid {
+        var: PASSWORD_FILE.name,
+        expected,
+        value: path.display().to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(file_error)?;
+    let metadata = file.metadata().map_err(file_error)?;
+    if !metadata.is_file() {
+        return Err(invalid("a regular file holding the password"));
+    }
+    if metadata.len() > MAX_PASSWORD_FILE_BYTES {
+        return Err(invalid("a file of at most 4 KiB holding the password"));
+    }
+    let mut text = String::new();
+    // Bounded again while reading: the file may grow between the check and the read.
+    file.take(MAX_PASSWORD_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(file_error)?;
+    if text.len() as u64 > MAX_PASSWORD_FILE_BYTES {
+        return Err(invalid("a file of at most 4 KiB holding the password"));
+    }
     let trimmed = text.strip_suffix('\n').unwrap_or(&text);
     let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
     if trimmed.is_empty() {
@@ -634,14 +754,32 @@ fn parse_api_url(text: &str) -> Option<Url> {
     Some(url)
 }
 
-/// Never echo a password typed into a URL back in an error.
-fn redact_userinfo(text: &str) -> String {
-    match (text.find("://"), text.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &text[..scheme], &text[at + 1..])
-        }
-        _ => text.to_string(),
+/// The text with everything between its scheme and its last `@` left out, however the
+/// scheme is mistyped (`ops:pw@host`, `https:/ops:pw@host`, `//ops:pw@host`,
+/// `https:\\ops:pw@host`), so a password typed into a URL is never echoed back.
+fn without_userinfo(text: &str) -> String {
+    let Some(at) = text.rfind('@') else {
+        return text.to_string();
+    };
+    let scheme_end = text
+        .find(':')
+        .filter(|&colon| {
+            let scheme = &text[..colon];
+            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        })
+        .map_or(0, |colon| colon + 1);
+    let start = scheme_end
+        + text[scheme_end..]
+            .chars()
+            .take_while(|c| matches!(c, '/' | '\\'))
+            .count();
+    if start > at {
+        return text[at + 1..].to_string();
     }
+    format!("{}{}", &text[..start], &text[at + 1..])
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -664,10 +802,12 @@ fn parse_list(text: &str) -> Option<Vec<String>> {
     Some(items)
 }
 
-fn parse_duration(text: &str) -> Option<Duration> {
-    humantime::parse_duration(text)
+/// A duration from `min` to `max`. humantime checks for overflow while it adds up the
+/// parts, so a huge value is an error here, never a panic later.
+fn duration_within(text: &str, min: Duration, max: Duration) -> Option<Duration> {
+    humantime::parse_duration(text.trim())
         .ok()
-        .filter(|d| !d.is_zero())
+        .filter(|d| (min..=max).contains(d))
 }
 
 fn parse_number(text: &str, min: usize, max: usize) -> Option<usize> {
@@ -718,6 +858,7 @@ pub fn help_text() -> String {
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+    use std::path::Path;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -960,6 +1101,199 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("FLEXCLOUD_LOG"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_bounded_and_the_bounds_are_named() {
+        for (var, value) in [
+            ("FLEXCLOUD_INTERVAL", "500ms"),
+            ("FLEXCLOUD_INTERVAL", "1ns"),
+            ("FLEXCLOUD_INTERVAL", "25h"),
+            ("FLEXCLOUD_INTERVAL", "200000000000years"),
+            ("FLEXCLOUD_INTERVAL", "99999999999999999999999h"),
+            ("FLEXCLOUD_TIMEOUT", "10ms"),
+            ("FLEXCLOUD_CONNECT_TIMEOUT", "2h"),
+            ("FLEXCLOUD_READ_TIMEOUT", "0s"),
+            ("FLEXCLOUD_STALE_AFTER", "31d"),
+            ("FLEXCLOUD_WEB_IDLE_TIMEOUT", "500ms"),
+        ] {
+            let err = with(&[(var, value)]).unwrap_err().to_string();
+            assert!(err.starts_with(var), "{var}={value}: {err}");
+            assert!(
+                err.contains(" to ") || err.contains("at most"),
+                "{var}={value}: {err}"
+            );
+        }
+        let c = with(&[("FLEXCLOUD_INTERVAL", "24h"), ("FLEXCLOUD_TIMEOUT", "1h")]).unwrap();
+        assert_eq!(c.interval, Duration::from_secs(86_400));
+        assert_eq!(c.stale_after, Duration::from_secs(3 * 86_400));
+        assert_eq!(
+            with(&[("FLEXCLOUD_INTERVAL", "1s"), ("FLEXCLOUD_TIMEOUT", "500ms")])
+                .unwrap()
+                .interval,
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn the_request_timeout_must_be_shorter_than_the_interval() {
+        let err = with(&[("FLEXCLOUD_TIMEOUT", "60s")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "FLEXCLOUD_TIMEOUT is invalid: must be shorter than FLEXCLOUD_INTERVAL (1m), so a request ends within its cycle; got 1m"
+        );
+        assert!(with(&[("FLEXCLOUD_INTERVAL", "5s"), ("FLEXCLOUD_TIMEOUT", "5s")]).is_err());
+        assert!(with(&[("FLEXCLOUD_INTERVAL", "5s"), ("FLEXCLOUD_TIMEOUT", "4s")]).is_ok());
+        // Left unset, the timeout follows a short interval down.
+        let c = with(&[("FLEXCLOUD_INTERVAL", "5s")]).unwrap();
+        assert_eq!(c.timeout, Duration::from_millis(2500));
+        assert_eq!(with(&[]).unwrap().timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_misspelt_setting_stops_with_the_nearest_name() {
+        let err = with(&[("FLEXCLOUD_INTERVALL", "30s")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "FLEXCLOUD_INTERVALL is not a setting of flexcloud-exporter (did you mean FLEXCLOUD_INTERVAL?)"
+        );
+        let err = with(&[("FLEXCLOUD_PASWORD_FILE", "/x")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("(did you mean FLEXCLOUD_PASSWORD_FILE?)"),
+            "{err}"
+        );
+        let err = with(&[("FLEXCLOUD_SOMETHING_ELSE", "1")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "FLEXCLOUD_SOMETHING_ELSE is not a setting of flexcloud-exporter (see --help)"
+        );
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_not_taken_for_settings() {
+        let links = [
+            ("FLEXCLOUD_EXPORTER_SERVICE_HOST", "10.0.0.1"),
+            ("FLEXCLOUD_EXPORTER_SERVICE_PORT", "9819"),
+            ("FLEXCLOUD_EXPORTER_SERVICE_PORT_METRICS", "9819"),
+            ("FLEXCLOUD_EXPORTER_PORT", "tcp://10.0.0.1:9819"),
+            ("FLEXCLOUD_EXPORTER_PORT_9819_TCP", "tcp://10.0.0.1:9819"),
+            ("FLEXCLOUD_EXPORTER_PORT_9819_TCP_PROTO", "tcp"),
+            ("FLEXCLOUD_EXPORTER_PORT_9819_TCP_PORT", "9819"),
+            ("FLEXCLOUD_EXPORTER_PORT_9819_TCP_ADDR", "10.0.0.1"),
+            ("FLEXCLOUD_SERVICE_HOST", "10.0.0.2"),
+            ("FLEXCLOUD_SERVICE_PORT", "443"),
+            ("FLEXCLOUD_PORT", "tcp://10.0.0.2:443"),
+            ("FLEXCLOUD_PORT_443_TCP_ADDR", "10.0.0.2"),
+            ("FLEXCLOUD_PORT_53_UDP", "udp://10.0.0.2:53"),
+        ];
+        assert!(with(&links).is_ok());
+        for not_a_link in [
+            "FLEXCLOUD_PORT_X_TCP",
+            "FLEXCLOUD_PORT_443_HTTP",
+            "FLEXCLOUD_PORT_443_TCP_HOST",
+            "FLEXCLOUD_SERVICE_HOSTS",
+        ] {
+            assert!(with(&[(not_a_link, "1")]).is_err(), "{not_a_link}");
+        }
+    }
+
+    #[test]
+    fn a_log_filter_is_levels_and_target_directives() {
+        for good in [
+            "trace",
+            "DEBUG",
+            "warn,flexcloud_exporter=debug",
+            "off",
+            "hyper=warn",
+        ] {
+            assert!(with(&[("FLEXCLOUD_LOG", good)]).is_ok(), "{good}");
+        }
+        for bad in [
+            "warning",
+            "verbose",
+            "info,loud",
+            "flexcloud_exporter=verbose",
+        ] {
+            let err = with(&[("FLEXCLOUD_LOG", bad)]).unwrap_err().to_string();
+            assert!(err.starts_with("FLEXCLOUD_LOG is invalid"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_url_with_credentials_is_refused_without_echoing_them_however_mistyped() {
+        for url in [
+            "https://ops:pw-secret@api.example.com",
+            "ops:pw-secret@api.example.com",
+            "https:/ops:pw-secret@api.example.com",
+            "//ops:pw-secret@api.example.com",
+            "http:ops:pw-secret@127.0.0.1",
+            "https:\\\\ops:pw-secret@api.example.com",
+            "https://ops:pw@secret@api.example.com/path",
+        ] {
+            let err = with(&[("FLEXCLOUD_API_URL", url)]).unwrap_err().to_string();
+            assert!(
+                !err.contains("pw-secret") && !err.contains("secret@"),
+                "{url}: {err}"
+            );
+            assert!(
+                err.starts_with("FLEXCLOUD_API_URL is invalid: must not carry credentials; set FLEXCLOUD_USERNAME and FLEXCLOUD_PASSWORD_FILE instead"),
+                "{url}: {err}"
+            );
+        }
+        let err = with(&[("FLEXCLOUD_API_URL", "https://ops:pw@api.example.com/v1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("(got https://api.example.com/v1)"), "{err}");
+    }
+
+    #[test]
+    fn the_password_file_is_a_small_regular_file_and_the_only_password() {
+        let dir = std::env::temp_dir().join(format!("flexcloud-pwfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big");
+        std::fs::write(&big, vec![b'x'; 10 * 1024 * 1024]).unwrap();
+        let good = dir.join("good");
+        std::fs::write(&good, "hunter2\n").unwrap();
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        let only_file = |path: &std::path::Path| {
+            Config::from_vars(env(&[
+                ("FLEXCLOUD_USERNAME", "u"),
+                ("FLEXCLOUD_PASSWORD_FILE", path.to_str().unwrap()),
+            ]))
+        };
+        for bad in [big.as_path(), Path::new("/dev/zero"), dir.as_path()] {
+            let err = only_file(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("FLEXCLOUD_PASSWORD_FILE is invalid"),
+                "{}: {err}",
+                bad.display()
+            );
+        }
+        assert_eq!(
+            only_file(&link).unwrap().password.expose_secret(),
+            "hunter2"
+        );
+        let both = Config::from_vars(env(&[
+            ("FLEXCLOUD_USERNAME", "u"),
+            ("FLEXCLOUD_PASSWORD", "p"),
+            ("FLEXCLOUD_PASSWORD_FILE", good.to_str().unwrap()),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            both,
+            "FLEXCLOUD_PASSWORD_FILE is invalid: set either FLEXCLOUD_PASSWORD or FLEXCLOUD_PASSWORD_FILE, not both"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

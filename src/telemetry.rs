@@ -20,9 +20,19 @@ impl LogFormat {
     }
 }
 
-/// Whether a tracing filter string parses.
+/// The level names a filter directive may be.
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Whether `filter` is level names and `target=level` directives. A bare word that is no
+/// level (`warning`, `verbose`) is refused: tracing would take it for a target and silence
+/// every other line, the 401 warning included.
 pub fn filter_is_valid(filter: &str) -> bool {
-    EnvFilter::try_new(filter).is_ok()
+    let directives_ok = filter
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .all(|d| d.contains(['=', '[']) || LEVELS.contains(&d.to_ascii_lowercase().as_str()));
+    directives_ok && EnvFilter::try_new(filter).is_ok()
 }
 
 /// Installs the global subscriber. A filter that does not parse falls back to `info`

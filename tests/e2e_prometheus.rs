@@ -218,7 +218,7 @@ fn start_exporter(dir: &Path, api: SocketAddr) -> Running {
         .env("FLEXCLOUD_PASSWORD", PASSWORD)
         .env("FLEXCLOUD_ACCOUNTS", ACCOUNTS)
         .env("FLEXCLOUD_INTERVAL", "1s")
-        .env("FLEXCLOUD_TIMEOUT", "2s")
+        .env("FLEXCLOUD_TIMEOUT", "900ms")
         .env("FLEXCLOUD_LISTEN_ADDRESS", "127.0.0.1:0")
         .env("FLEXCLOUD_LOG_FORMAT", "json")
         .env("FLEXCLOUD_LOG", "info");

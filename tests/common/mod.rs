@@ -185,7 +185,7 @@ pub async fn one_cycle(config: Config) -> Metrics {
 /// A simulator and a collector against it, cycled by hand.
 pub struct Harness {
     pub sim: Simulator,
-    pub pipeline: Pipeline,
+    pipeline: Option<Pipeline>,
     pub published: watch::Receiver<Arc<Published>>,
     /// Stops what [`Harness::serve`] started.
     stop_server: Option<watch::Sender<bool>>,
@@ -197,18 +197,33 @@ impl Harness {
             .await
             .expect("simulator starts");
         let config = config(&sim.url(), extra);
+        Self::with_config(sim, config).await
+    }
+
+    /// A harness for `config`, which should point at `sim`.
+    pub async fn with_config(sim: Simulator, config: Config) -> Self {
         let pipeline = Exporter::new(config).expect("exporter builds").pipeline();
         Harness {
             sim,
             published: pipeline.subscribe(),
-            pipeline,
+            pipeline: Some(pipeline),
             stop_server: None,
         }
     }
 
+    /// The pipeline, for a test that runs cycles on a task of its own; [`Harness::cycle`]
+    /// cannot be used after.
+    pub fn take_pipeline(&mut self) -> Pipeline {
+        self.pipeline.take().expect("the pipeline is still here")
+    }
+
     /// Runs one cycle and returns the metrics it published.
     pub async fn cycle(&mut self) -> Metrics {
-        self.pipeline.run_cycle().await;
+        self.pipeline
+            .as_mut()
+            .expect("the pipeline was not taken")
+            .run_cycle()
+            .await;
         self.metrics()
     }
 
