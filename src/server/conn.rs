@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -78,8 +79,8 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors and the like: back off instead of spinning, as
                 // axum::serve does. A peer that hung up before accept is not worth a pause.
@@ -105,7 +106,7 @@ pub async fn serve(
         let router = router.clone();
         let stopped = stopped.clone();
         connections.spawn(async move {
-            serve_connection(acceptor, stream, router, limits, stopped).await;
+            serve_connection(acceptor, stream, peer, router, limits, stopped).await;
             drop(slot);
         });
         while connections.try_join_next().is_some() {}
@@ -153,12 +154,13 @@ impl Refusals {
 async fn serve_connection(
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     stream: TcpStream,
+    peer: SocketAddr,
     router: Router,
     limits: Limits,
     mut stopped: watch::Receiver<bool>,
 ) {
     let Some(acceptor) = acceptor else {
-        serve_http(stream, router, limits, stopped).await;
+        serve_http(stream, Some(peer), router, limits, stopped).await;
         return;
     };
     // A client that connects and never finishes the handshake (or speaks plain HTTP) must not
@@ -175,13 +177,18 @@ async fn serve_connection(
         },
         () = until_stopped(&mut stopped) => return,
     };
-    serve_http(tls, router, limits, stopped).await;
+    serve_http(tls, Some(peer), router, limits, stopped).await;
 }
+
+/// The client's address, in every request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
 
 /// HTTP/1.1 on one connection, plain or inside TLS, until it closes, a limit ends it, or the
 /// server stops.
 pub(super) async fn serve_http<IO>(
     io: IO,
+    peer: Option<SocketAddr>,
     router: Router,
     limits: Limits,
     mut stopped: watch::Receiver<bool>,
@@ -203,7 +210,18 @@ pub(super) async fn serve_http<IO>(
         })
         // hyper's own deadline is replaced by HeadTimer's; any value turns the timer on.
         .header_read_timeout(limits.header_read_timeout)
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(router));
+        .serve_connection(
+            TokioIo::new(io),
+            TowerToHyperService::new(tower::ServiceExt::map_request(
+                router,
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    if let Some(peer) = peer {
+                        request.extensions_mut().insert(PeerAddr(peer));
+                    }
+                    request
+                },
+            )),
+        );
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}
@@ -480,7 +498,13 @@ mod tests {
     ) {
         let (client, server) = tokio::io::duplex(buffer);
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(serve_http(server, router(), Limits::default(), stopped));
+        let task = tokio::spawn(serve_http(
+            server,
+            None,
+            router(),
+            Limits::default(),
+            stopped,
+        ));
         (client, task, stop)
     }
 

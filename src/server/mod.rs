@@ -95,7 +95,13 @@ async fn require_basic_auth(
 ) -> Response {
     if UNAUTHENTICATED_PATHS.contains(&request.uri().path())
         || auth
-            .check(request.headers().get(header::AUTHORIZATION))
+            .check(
+                request.headers().get(header::AUTHORIZATION),
+                request
+                    .extensions()
+                    .get::<conn::PeerAddr>()
+                    .map(|p| p.0.ip()),
+            )
             .await
     {
         return next.run(request).await;
