@@ -43,6 +43,9 @@ COPY --from=build /src/target/release/flexcloud-exporter /usr/local/bin/flexclou
 # The nonroot user of distroless, by number so that Kubernetes' runAsNonRoot
 # can check it without reading /etc/passwd.
 USER 65532:65532
+# Every mode listens on all interfaces of the container, --demo included (it listens on
+# loopback by default, which nothing outside a container could reach).
+ENV FLEXCLOUD_LISTEN_ADDRESS=0.0.0.0:9819
 EXPOSE 9819
 # The binary checks itself: the image has no shell or curl. The URL follows the
 # default FLEXCLOUD_LISTEN_ADDRESS; override the health check when changing it.

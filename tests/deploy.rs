@@ -327,6 +327,22 @@ fn dockerfile_exposes_and_health_checks_the_default_port() -> TestResult {
             format!("http://127.0.0.1:{DEFAULT_PORT}/-/healthy"),
         ]
     );
+
+    // The health check asks loopback inside the container; what listens there must also
+    // listen where a published port arrives, --demo included (it defaults to loopback).
+    let listen: Vec<String> = runtime
+        .instructions
+        .iter()
+        .filter_map(|i| match i {
+            Instruction::Env(env) => Some(env.arguments.value.to_string()),
+            _ => None,
+        })
+        .filter(|value| value.contains("FLEXCLOUD_LISTEN_ADDRESS"))
+        .collect();
+    assert_eq!(
+        listen,
+        [format!("FLEXCLOUD_LISTEN_ADDRESS=0.0.0.0:{DEFAULT_PORT}")]
+    );
     Ok(())
 }
 
@@ -616,6 +632,11 @@ fn compose_runs_the_exporter_in_demo_mode_with_a_shell_free_health_check() -> Te
         !environment.contains("PASSWORD"),
         "the demo needs no credentials"
     );
+    // Published ports and the other containers reach the exporter from outside it.
+    assert_eq!(
+        text(exporter, "environment.FLEXCLOUD_LISTEN_ADDRESS")?,
+        format!("0.0.0.0:{DEFAULT_PORT}")
+    );
     assert_eq!(
         text(
             &compose,
@@ -856,6 +877,9 @@ fn systemd_unit_is_hardened() -> TestResult {
     ] {
         assert_eq!(value(key), Some(expected), "{key}");
     }
+    // Room for the endpoint's connection limit and the API's connections.
+    let files: u64 = value("LimitNOFILE").ok_or("no LimitNOFILE")?.parse()?;
+    assert!(files >= 4096, "LimitNOFILE={files}");
     let families: Vec<&str> = value("RestrictAddressFamilies")
         .ok_or("no RestrictAddressFamilies")?
         .split_whitespace()
