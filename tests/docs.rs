@@ -48,3 +48,36 @@ async fn readme_lists_every_exported_metric() {
     }
     h.stop().await;
 }
+
+#[test]
+fn the_web_config_document_states_the_connection_limits_in_force() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/web-config.md"))
+        .unwrap();
+    let limits = flexcloud_exporter::server::Limits::default();
+    // The settings' defaults are the same limits.
+    use flexcloud_exporter::config::{WEB_IDLE_TIMEOUT, WEB_MAX_CONNECTIONS};
+    assert_eq!(
+        WEB_MAX_CONNECTIONS.default.shown(),
+        limits.max_connections.to_string()
+    );
+    assert_eq!(
+        WEB_IDLE_TIMEOUT.default.shown(),
+        humantime::format_duration(limits.idle_timeout).to_string()
+    );
+    let row = |name: &str| {
+        doc.lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("docs/web-config.md has no row for {name}"))
+            .to_string()
+    };
+    let secs = |d: std::time::Duration| format!("{} s", d.as_secs());
+    assert!(row("TLS handshake").contains(&secs(limits.tls_handshake_timeout)));
+    assert!(row("request head").contains(&secs(limits.header_read_timeout)));
+    assert!(row("a response the client does not read").contains(&secs(limits.write_timeout)));
+    assert!(row("shutdown (SIGTERM, SIGINT)").contains(&secs(limits.shutdown_grace)));
+    assert!(row("open connections").contains(&format!("default {}", limits.max_connections)));
+    assert!(row("idle keep-alive connection").contains(&format!(
+        "default {}",
+        humantime::format_duration(limits.idle_timeout)
+    )));
+}
