@@ -7,7 +7,7 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use flexcloud_exporter::api::ImageType;
 use flexcloud_exporter::api::model::{ImagePage, next_link};
-use flexcloud_exporter::snapshot::Inventory;
+use flexcloud_exporter::snapshot::{Inventory, ListCount};
 
 /// A body shaped like the simulator's (and the reference's) `images/detail` answer:
 /// links, zones and an `updated: null` the exporter does not read, 2% SAVING, 5% DELETED.
@@ -44,12 +44,12 @@ fn body(images: usize) -> Vec<u8> {
 /// What the collector does with one page: typed, borrowed decode, then one record per image.
 fn decode_and_aggregate(bytes: &[u8]) -> Inventory {
     let page: ImagePage = serde_json::from_slice(bytes).unwrap();
-    let mut inventory = Inventory::default();
-    for image in &page.images {
-        inventory.record(ImageType::Server, image);
+    let mut count = ListCount::new(ImageType::Server);
+    for entry in page.entries() {
+        count.add(entry.as_ref().map_err(|p| *p));
     }
     black_box(next_link(&page.links));
-    inventory
+    count.finish()
 }
 
 fn decode(c: &mut Criterion) {

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::{ApiClient, ApiError, Endpoint, ImageType};
 use crate::config::{Config, Shard};
-use crate::snapshot::{self, Inventory, Outcome, Snapshot, ZoneState};
+use crate::snapshot::{self, ListCount, Outcome, Snapshot, ZoneState};
 
 /// What the collector needs from the configuration.
 #[derive(Debug, Clone)]
@@ -209,7 +209,11 @@ async fn probe_account(
     let (zones_discovery, zones) = if fixed_zones.is_empty() {
         let started = Instant::now();
         let (outcome, zones) = outcome_of(client.list_zones(&account).await, started);
-        (Some(outcome), zones.unwrap_or_default())
+        let mut zones = zones.unwrap_or_default();
+        // A zone the list names twice is still one zone, probed once.
+        let mut seen = HashSet::new();
+        zones.retain(|zone| seen.insert(zone.clone()));
+        (Some(outcome), zones)
     } else {
         (None, fixed_zones)
     };
@@ -226,13 +230,11 @@ async fn probe_account(
 async fn probe_zone(client: &ApiClient, account: &str, zone: &str) -> ZoneState {
     let started = Instant::now();
     let fetch = |image_type: ImageType| async move {
-        let mut inventory = Inventory::default();
+        let mut list = ListCount::new(image_type);
         client
-            .list_images(account, zone, image_type, |image| {
-                inventory.record(image_type, image)
-            })
+            .list_images(account, zone, image_type, |entry| list.add(entry))
             .await
-            .map(|()| inventory)
+            .map(|()| list.finish())
     };
     let (base, server) = tokio::join!(fetch(ImageType::Base), fetch(ImageType::Server));
     let result = match (base, server) {
@@ -272,19 +274,53 @@ fn log_changes(previous: &Snapshot, current: &Snapshot) {
         report_change(Some(account), None, Endpoint::Zones, before, now);
     }
     for ((account, zone), state) in &current.zones {
+        let before = previous.zones.get(&(account.clone(), zone.clone()));
         if let Some(now) = &state.probe {
-            let before = previous
-                .zones
-                .get(&(account.clone(), zone.clone()))
-                .and_then(|z| z.probe.as_ref());
             report_change(
                 Some(account),
                 Some(zone),
                 Endpoint::ImagesDetail,
-                was_ok(before),
+                was_ok(before.and_then(|z| z.probe.as_ref())),
                 now,
             );
         }
+        report_odd_entries(account, zone, before, state);
+    }
+}
+
+/// Odd entries of a zone's lists, logged when they start, change or end rather than every
+/// cycle; only a list read in this cycle says anything new.
+fn report_odd_entries(
+    account_id: &str,
+    zone_id: &str,
+    before: Option<&ZoneState>,
+    now: &ZoneState,
+) {
+    use crate::api::model::ImageProblem;
+    if !now.probe.as_ref().is_some_and(|p| p.success) {
+        return;
+    }
+    let problems = |z: Option<&ZoneState>| {
+        z.and_then(|z| z.inventory.as_ref())
+            .map(|i| i.problems.clone())
+            .unwrap_or_default()
+    };
+    let (was, is) = (problems(before), problems(Some(now)));
+    if was == is {
+        return;
+    }
+    let n = |p: ImageProblem| is.get(&p).copied().unwrap_or(0);
+    if is.is_empty() {
+        info!(account_id, zone_id, "image list entries readable again");
+    } else {
+        warn!(
+            account_id,
+            zone_id,
+            malformed = n(ImageProblem::Malformed),
+            duplicate = n(ImageProblem::Duplicate),
+            bad_created = n(ImageProblem::BadCreated),
+            "odd entries in the image list; the rest is counted"
+        );
     }
 }
 

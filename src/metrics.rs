@@ -19,6 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use tracing::warn;
 
+use crate::api::model::ImageProblem;
 use crate::api::{Code, Endpoint, ImageType, RequestObserver};
 use crate::snapshot::{Outcome, SavingImage, Snapshot, bounded};
 use crate::timestamp::unix_seconds;
@@ -57,6 +58,18 @@ struct EndpointLabels {
 
 type HistogramFamily = Family<EndpointLabels, Histogram, fn() -> Histogram>;
 
+impl EncodeLabelValue for ImageProblem {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProblemLabels {
+    account_id: String,
+    reason: ImageProblem,
+}
+
 /// The exporter's metrics: the handles that live across cycles (every API request and its
 /// latency, the SAVING series cut by the cap) and the encoding of each cycle's snapshot.
 /// Shared behind an `Arc`: the API client reports requests to it as they end.
@@ -65,6 +78,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
     saving_dropped: Counter,
+    invalid_images: Family<ProblemLabels, Counter>,
     /// Most per-image SAVING series in one exposition (`FLEXCLOUD_SAVING_SERIES_LIMIT`).
     saving_limit: usize,
     /// Whether the previous encoding cut SAVING series, so the warning comes once per
@@ -97,6 +111,7 @@ impl Metrics {
             requests: Family::default(),
             latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             saving_dropped: Counter::default(),
+            invalid_images: Family::default(),
             saving_limit,
             cutting_saving_series: AtomicBool::new(false),
         }
@@ -107,7 +122,8 @@ impl Metrics {
     pub fn encode(&self, snapshot: Option<&Snapshot>, now: SystemTime) -> Exposition {
         let mut registry = Registry::default();
         if let Some(snapshot) = snapshot {
-            // Cut before the counters are registered, so this exposition counts this cut.
+            // Counted before the counters are registered, so this exposition includes them.
+            self.count_image_problems(snapshot);
             let saving = self.cap_saving_series(snapshot);
             register_snapshot(&mut registry, snapshot, &saving, now);
         }
@@ -172,6 +188,27 @@ impl Metrics {
         rows
     }
 
+    /// Adds the odd entries of the lists read in this cycle (not those of inventories carried
+    /// over from earlier cycles, which were counted then).
+    fn count_image_problems(&self, snapshot: &Snapshot) {
+        for ((account, _), state) in &snapshot.zones {
+            if !state.probe.as_ref().is_some_and(|p| p.success) {
+                continue;
+            }
+            let Some(inventory) = &state.inventory else {
+                continue;
+            };
+            for (problem, n) in &inventory.problems {
+                self.invalid_images
+                    .get_or_create(&ProblemLabels {
+                        account_id: bounded(account),
+                        reason: *problem,
+                    })
+                    .inc_by(*n);
+            }
+        }
+    }
+
     fn register_lasting(&self, registry: &mut Registry) {
         registry.register(
             "flexcloud_api_requests",
@@ -188,6 +225,11 @@ impl Metrics {
             "flexcloud_image_saving_series_dropped",
             "SAVING-image series left out because of FLEXCLOUD_SAVING_SERIES_LIMIT",
             self.saving_dropped.clone(),
+        );
+        registry.register(
+            "flexcloud_api_invalid_images",
+            "Image list entries the exporter could not count as they stood, by account and reason: malformed (skipped), duplicate (an id the list already had, counted once), bad_created (counted, without an age)",
+            self.invalid_images.clone(),
         );
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::api::model::ImageEntry;
+use crate::api::model::{ImageEntry, ImageProblem};
 use crate::api::{ApiError, CredentialState, ErrorKind, ImageType};
 use crate::timestamp;
 
@@ -13,7 +13,8 @@ use crate::timestamp;
 pub const KNOWN_STATUSES: [&str; 3] = ["ACTIVE", "SAVING", "DELETED"];
 /// Longest label value taken from the API; longer ones are cut.
 pub const MAX_LABEL_LEN: usize = 128;
-/// Distinct undocumented statuses kept per zone; more are counted as `OTHER`.
+/// Distinct undocumented statuses kept per zone (both types together); more are counted as
+/// `OTHER`.
 const MAX_UNKNOWN_STATUSES: usize = 8;
 
 /// Cuts a value from the API to a bounded label value (on a character boundary).
@@ -65,35 +66,48 @@ pub struct SavingImage {
 pub struct Inventory {
     pub counts: BTreeMap<(ImageType, String), u64>,
     pub saving: Vec<SavingImage>,
-    /// Images whose `created` could not be parsed.
-    pub bad_timestamps: u64,
+    /// Entries that were skipped, counted once, or counted without a time, by why.
+    pub problems: BTreeMap<ImageProblem, u64>,
 }
 
 impl Inventory {
+    /// Notes an entry that could not be counted as it stood.
+    pub fn note(&mut self, problem: ImageProblem) {
+        *self.problems.entry(problem).or_default() += 1;
+    }
+
+    /// Whether `status` would need a new slot among the undocumented statuses, and none
+    /// is left.
+    fn over_status_cap(&self, status: &str) -> bool {
+        if KNOWN_STATUSES.contains(&status) || self.counts.keys().any(|(_, s)| s == status) {
+            return false;
+        }
+        let unknown_seen = self
+            .counts
+            .keys()
+            .filter(|(_, s)| !KNOWN_STATUSES.contains(&s.as_str()))
+            .map(|(_, s)| s.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        unknown_seen >= MAX_UNKNOWN_STATUSES
+    }
+
     /// Counts one image found with the `type` filter `image_type`.
     pub fn record(&mut self, image_type: ImageType, image: &ImageEntry<'_>) {
         let mut status = status_label(image.status.as_deref());
         // Only a status not counted yet can hit the cap, so the common case skips the scan.
-        if !KNOWN_STATUSES.contains(&status.as_ref())
-            && !self.counts.keys().any(|(_, s)| *s == status)
-        {
-            let unknown_seen = self
-                .counts
-                .keys()
-                .filter(|(_, s)| !KNOWN_STATUSES.contains(&s.as_str()))
-                .count();
-            if unknown_seen >= MAX_UNKNOWN_STATUSES {
-                status = Cow::Borrowed("OTHER");
-            }
+        if self.over_status_cap(&status) {
+            status = Cow::Borrowed("OTHER");
         }
-        if status == "SAVING" {
-            let created = image
-                .created
-                .as_deref()
-                .and_then(timestamp::parse_unix_seconds);
-            if created.is_none() {
-                self.bad_timestamps += 1;
+        let created = image.created.as_deref().map(|c| {
+            let parsed = timestamp::parse_unix_seconds(c);
+            if parsed.is_none() {
+                self.note(ImageProblem::BadCreated);
             }
+            parsed
+        });
+        if status == "SAVING" {
+            let created = created.flatten();
             self.saving.push(SavingImage {
                 image_type,
                 id: bounded(image.id.as_deref().unwrap_or("")),
@@ -115,13 +129,22 @@ impl Inventory {
         }
     }
 
-    /// Adds another part (e.g. the other image type) to this one.
+    /// Adds another part (the other image type of the zone) to this one. The cap on
+    /// undocumented statuses holds for the whole zone: a status of `other` beyond it is
+    /// counted as `OTHER`.
     pub fn merge(&mut self, other: Inventory) {
-        for (key, n) in other.counts {
-            *self.counts.entry(key).or_default() += n;
+        for ((image_type, status), n) in other.counts {
+            let status = if self.over_status_cap(&status) {
+                "OTHER".to_string()
+            } else {
+                status
+            };
+            *self.counts.entry((image_type, status)).or_default() += n;
         }
         self.saving.extend(other.saving);
-        self.bad_timestamps += other.bad_timestamps;
+        for (problem, n) in other.problems {
+            *self.problems.entry(problem).or_default() += n;
+        }
     }
 
     /// Image counts for every documented status and both types (0 when none), then any
@@ -157,6 +180,47 @@ impl Inventory {
 
     pub fn total(&self) -> u64 {
         self.counts.values().sum()
+    }
+}
+
+/// One list (an account, zone and type) counted into an inventory: each image id once, odd
+/// entries noted by why.
+#[derive(Debug)]
+pub struct ListCount {
+    image_type: ImageType,
+    inventory: Inventory,
+    /// 64-bit hashes of the ids seen, so the check allocates nothing per image.
+    seen: std::collections::HashSet<u64>,
+}
+
+impl ListCount {
+    pub fn new(image_type: ImageType) -> Self {
+        ListCount {
+            image_type,
+            inventory: Inventory::default(),
+            seen: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Counts one entry of the list as the API listed it.
+    pub fn add(&mut self, entry: Result<&ImageEntry<'_>, ImageProblem>) {
+        let image = match entry {
+            Ok(image) => image,
+            Err(problem) => return self.inventory.note(problem),
+        };
+        if let Some(id) = image.id.as_deref() {
+            use std::hash::Hasher;
+            let mut hasher = fnv::FnvHasher::default();
+            hasher.write(id.as_bytes());
+            if !self.seen.insert(hasher.finish()) {
+                return self.inventory.note(ImageProblem::Duplicate);
+            }
+        }
+        self.inventory.record(self.image_type, image);
+    }
+
+    pub fn finish(self) -> Inventory {
+        self.inventory
     }
 }
 
@@ -399,13 +463,13 @@ mod tests {
     }
 
     #[test]
-    fn saving_images_with_bad_timestamps_are_counted_but_have_no_age() {
+    fn images_with_bad_timestamps_are_counted_but_have_no_age() {
         let mut inv = Inventory::default();
         inv.record(
             ImageType::Base,
             &image("1", Some("SAVING"), Some("last tuesday")),
         );
-        assert_eq!(inv.bad_timestamps, 1);
+        assert_eq!(inv.problems[&ImageProblem::BadCreated], 1);
         assert_eq!(inv.saving[0].created, None);
         assert_eq!(inv.oldest_saving(ImageType::Base), None);
         assert_eq!(inv.total(), 1);
@@ -422,7 +486,9 @@ mod tests {
             let unknown_seen = counts
                 .keys()
                 .filter(|(_, s)| !KNOWN_STATUSES.contains(&s.as_str()))
-                .count();
+                .map(|(_, s)| s.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
             if !KNOWN_STATUSES.contains(&status.as_str())
                 && !counts.keys().any(|(_, s)| *s == status)
                 && unknown_seen >= MAX_UNKNOWN_STATUSES
@@ -483,7 +549,7 @@ mod tests {
                 duration: Duration::ZERO,
             }),
             inventory: Some(Arc::new(Inventory {
-                bad_timestamps: 42,
+                problems: BTreeMap::from([(ImageProblem::BadCreated, 42)]),
                 ..Default::default()
             })),
             last_success: Some(at),
@@ -522,7 +588,10 @@ mod tests {
             Duration::from_secs(180),
         );
         let zone = &current.zones[&key()];
-        assert_eq!(zone.inventory.as_ref().unwrap().bad_timestamps, 42);
+        assert_eq!(
+            zone.inventory.as_ref().unwrap().problems[&ImageProblem::BadCreated],
+            42
+        );
         assert_eq!(zone.last_success, Some(t0));
         assert!(!zone.probe.as_ref().unwrap().success);
 

@@ -6,11 +6,25 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
+/// Beyond this a Unix number is read as milliseconds: as seconds it would be after the year
+/// 5000, as milliseconds it is after 1973.
+const MILLISECONDS_FROM: f64 = 1e11;
+
 /// Parses a timestamp as the API writes it (`2011-11-09T03:19:48`, taken as UTC), and
 /// also with a trailing `Z`, an offset, fractional seconds or a space for the `T`,
-/// because older revisions and proxies are not consistent. Returns Unix seconds.
+/// because older revisions and proxies are not consistent, or a Unix number (seconds, or
+/// milliseconds when that large). Returns Unix seconds.
 pub fn parse_unix_seconds(text: &str) -> Option<f64> {
     let text = text.trim();
+    if let Ok(number) = text.parse::<f64>() {
+        return (number.is_finite() && number >= 0.0).then(|| {
+            if number >= MILLISECONDS_FROM {
+                number / 1000.0
+            } else {
+                number
+            }
+        });
+    }
     if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
         return Some(to_unix_seconds(t));
     }
@@ -87,10 +101,20 @@ mod tests {
             "yesterday",
             "2011-13-09T03:19:48",
             "2011-11-09",
-            "1320808788",
+            "-5",
+            "NaN",
+            "inf",
         ] {
             assert_eq!(parse_unix_seconds(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn accepts_unix_seconds_and_milliseconds() {
+        assert_eq!(parse_unix_seconds("1320808788"), Some(1_320_808_788.0));
+        assert_eq!(parse_unix_seconds("1320808788.5"), Some(1_320_808_788.5));
+        assert_eq!(parse_unix_seconds("1320808788000"), Some(1_320_808_788.0));
+        assert_eq!(parse_unix_seconds("0"), Some(0.0));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use flexcloud_exporter::api::model::ImageEntry;
+use flexcloud_exporter::api::model::{ImageEntry, ImageProblem};
 use flexcloud_exporter::api::{Code, Endpoint, ErrorKind, ImageType, RequestObserver};
 use flexcloud_exporter::metrics::Metrics;
 use flexcloud_exporter::snapshot::{Inventory, Outcome, Snapshot, ZoneState};
@@ -47,6 +47,11 @@ fn snapshot() -> Snapshot {
         ImageType::Server,
         &image("4", "odd", "in-progress", "2026-02-01T00:00:00"),
     );
+    inventory.record(
+        ImageType::Base,
+        &image("5", "clock", "ACTIVE", "the day before yesterday"),
+    );
+    inventory.note(ImageProblem::Malformed);
     let mut snapshot = Snapshot {
         cycle: 7,
         completed_at: Some(at),

@@ -3,9 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use flexcloud_exporter::api::ImageType;
-use flexcloud_exporter::api::model::{AccountPage, ImagePage, ZoneMap, error_kind};
+use flexcloud_exporter::api::model::{AccountPage, ImagePage, ImageProblem, ZoneMap, error_kind};
 use flexcloud_exporter::config::Config;
-use flexcloud_exporter::snapshot::Inventory;
+use flexcloud_exporter::snapshot::ListCount;
 use flexcloud_exporter::timestamp::parse_unix_seconds;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -74,16 +74,21 @@ proptest! {
     }
 
     #[test]
-    fn every_parsed_image_is_counted_once(list in image_list()) {
+    fn every_entry_is_counted_or_noted_exactly_once(list in image_list()) {
         let bytes = serde_json::to_vec(&list).unwrap();
         if let Ok(page) = serde_json::from_slice::<ImagePage>(&bytes) {
-            let mut inventory = Inventory::default();
-            for image in &page.images {
-                inventory.record(ImageType::Server, image);
+            let mut count = ListCount::new(ImageType::Server);
+            for entry in page.entries() {
+                count.add(entry.as_ref().map_err(|p| *p));
             }
-            prop_assert_eq!(inventory.total(), page.images.len() as u64);
+            let inventory = count.finish();
+            let skipped: u64 = [ImageProblem::Malformed, ImageProblem::Duplicate]
+                .iter()
+                .filter_map(|p| inventory.problems.get(p))
+                .sum();
+            prop_assert_eq!(inventory.total() + skipped, page.images.len() as u64);
             let rows: u64 = inventory.count_rows().iter().map(|(_, _, n)| n).sum();
-            prop_assert_eq!(rows, page.images.len() as u64);
+            prop_assert_eq!(rows, inventory.total());
         }
     }
 

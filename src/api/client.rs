@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::error::{ApiError, InvalidReason};
 use super::gate::{CredentialGate, CredentialState};
-use super::model::{self, AccountPage, ImageEntry, ImagePage, ZoneMap};
+use super::model::{self, AccountPage, ImageEntry, ImagePage, ImageProblem, ZoneMap};
 use super::{Code, Endpoint, ImageType, RequestObserver};
 use crate::config::{Config, ConfigError};
 
@@ -166,13 +166,14 @@ impl ApiClient {
         Ok(zones)
     }
 
-    /// Calls `on_image` for every image of one account, zone and type, across pages.
+    /// Calls `on_image` for every entry of the image list of one account, zone and type,
+    /// across pages: the image, or why the entry cannot be one.
     pub async fn list_images(
         &self,
         account: &str,
         zone: &str,
         image_type: ImageType,
-        mut on_image: impl FnMut(&ImageEntry<'_>),
+        mut on_image: impl FnMut(Result<&ImageEntry<'_>, ImageProblem>),
     ) -> Result<(), ApiError> {
         let path = format!(
             "accounts/{}/flexcloud/images/detail",
@@ -186,7 +187,9 @@ impl ApiClient {
             &query,
             |body| {
                 let page: ImagePage = parse(body)?;
-                page.images.iter().for_each(&mut on_image);
+                for entry in page.entries() {
+                    on_image(entry.as_ref().map_err(|p| *p));
+                }
                 Ok(model::next_link(&page.links).map(String::from))
             },
         )

@@ -1,0 +1,150 @@
+//! Odd data from the API costs only itself: recorded bodies with adversarial entries, served
+//! in place of the simulator's own answers, and what the exporter makes of them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Harness, Metrics, PASSWORD, USER};
+use flexcloud_sim::{Fault, FaultAction, Scenario};
+
+const ZONE: [(&str, &str); 2] = [("account_id", "acme"), ("zone_id", "TAMPA")];
+
+fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/api/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A 200 with `body`, for the requests to `path` whose query holds `query`.
+fn recorded(path: &str, query: &str, body: String) -> Fault {
+    Fault::on(
+        path,
+        FaultAction::Status {
+            status: 200,
+            body: Some(body),
+            retry_after: None,
+        },
+    )
+    .with_query(query)
+}
+
+fn fleet() -> Scenario {
+    Scenario::default()
+        .user(USER, PASSWORD, &["acme"])
+        .account("acme", &["TAMPA"])
+}
+
+fn images(m: &Metrics, status: &str, image_type: &str) -> f64 {
+    m.value(
+        "flexcloud_images",
+        &[
+            ("account_id", "acme"),
+            ("zone_id", "TAMPA"),
+            ("status", status),
+            ("image_type", image_type),
+        ],
+    )
+}
+
+fn problems(m: &Metrics, reason: &str) -> f64 {
+    m.get(
+        "flexcloud_api_invalid_images_total",
+        &[("account_id", "acme"), ("reason", reason)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_wrongly_typed_entry_is_skipped_and_counted_and_the_zone_still_succeeds() {
+    let scenario = fleet().fault(recorded(
+        "/accounts/acme/flexcloud/images/detail",
+        "type=BASE",
+        fixture("images_odd_entries.json"),
+    ));
+    let mut h = Harness::start(scenario, &[("FLEXCLOUD_ACCOUNTS", "acme")]).await;
+    let m = h.cycle().await;
+    assert_eq!(m.value("flexcloud_probe_success", &ZONE), 1.0);
+    // 1, 2, 6, 8 (a string or a number as id; a created unreadable or of any shape).
+    assert_eq!(images(&m, "ACTIVE", "BASE"), 4.0);
+    // 3 and 4 with Unix created (seconds, milliseconds), 7 with a created of no known shape.
+    assert_eq!(images(&m, "SAVING", "BASE"), 3.0);
+    assert_eq!(images(&m, "DELETED", "BASE"), 1.0);
+    // Seven entries of no use (status 3, name 12, id true, id object, null, a string, a
+    // number) are skipped; the repeated id 1 counts once; two creates are unreadable.
+    assert_eq!(problems(&m, "malformed"), 7.0);
+    assert_eq!(problems(&m, "duplicate"), 1.0);
+    assert_eq!(problems(&m, "bad_created"), 2.0);
+    // 2026-01-01T00:00:00Z as a Unix number, in seconds and in milliseconds: both SAVING
+    // images have that creation time; the one with the unreadable created has none.
+    let created = m.series("flexcloud_image_saving_created_timestamp_seconds", &ZONE);
+    let mut times: Vec<f64> = created.iter().map(|(_, v)| *v).collect();
+    times.sort_by(f64::total_cmp);
+    assert_eq!(times, [1_767_225_600.0, 1_767_225_600.0], "{created:?}");
+
+    // The counter counts each cycle's reading: a second cycle of the same list doubles it.
+    let again = h.cycle().await;
+    assert_eq!(problems(&again, "malformed"), 14.0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_zone_listed_twice_is_probed_once() {
+    let scenario = fleet().fault(recorded(
+        "/accounts/acme/flexcloud/zone",
+        "",
+        r#"{"acme": [{"zone": "TAMPA"}, {"zone": "TAMPA"}, {"zone": "AUSTIN"}]}"#.into(),
+    ));
+    let mut h = Harness::start(scenario, &[("FLEXCLOUD_ACCOUNTS", "acme")]).await;
+    let m = h.cycle().await;
+    assert_eq!(m.value("flexcloud_zones_watched", &[]), 2.0);
+    let image_requests = h
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/images/detail") && r.query.contains("zone=TAMPA"))
+        .count();
+    assert_eq!(image_requests, 2, "one request per type, not two");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn undocumented_statuses_are_capped_per_zone_across_both_types() {
+    let entries = |prefix: &str| {
+        let list: Vec<String> = (0..10)
+            .map(|i| format!(r#"{{"id": "{prefix}{i}", "status": "{prefix}_STATE_{i}"}}"#))
+            .collect();
+        format!(r#"{{"images": [{}]}}"#, list.join(","))
+    };
+    let scenario = fleet()
+        .fault(recorded(
+            "/accounts/acme/flexcloud/images/detail",
+            "type=BASE",
+            entries("B"),
+        ))
+        .fault(recorded(
+            "/accounts/acme/flexcloud/images/detail",
+            "type=SERVER",
+            entries("S"),
+        ));
+    let mut h = Harness::start(scenario, &[("FLEXCLOUD_ACCOUNTS", "acme")]).await;
+    let m = h.cycle().await;
+    let series = m.series("flexcloud_images", &ZONE);
+    let mut statuses: Vec<String> = series
+        .iter()
+        .filter_map(|(key, _)| {
+            key.split("status=\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(String::from)
+        })
+        .filter(|s| !["ACTIVE", "SAVING", "DELETED"].contains(&s.as_str()))
+        .collect();
+    statuses.sort();
+    statuses.dedup();
+    // Eight undocumented statuses for the zone, both types together, then OTHER.
+    assert_eq!(statuses.len(), 9, "{statuses:?}");
+    assert!(statuses.contains(&"OTHER".to_string()));
+    let total: f64 = series.iter().map(|(_, v)| v).sum();
+    assert_eq!(total, 20.0, "every image counted once");
+    h.stop().await;
+}
