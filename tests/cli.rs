@@ -272,12 +272,14 @@ async fn password_never_appears_in_logs_metrics_page_or_errors() {
             "/accounts/slow/flexcloud/zone",
             FaultAction::Redirect {
                 location: format!("{}/steal?page=1", elsewhere.url()),
+                status: 303,
             },
         ))
         .fault(Fault::on(
             "/accounts/acme/flexcloud/zone",
             FaultAction::Redirect {
                 location: format!("{}/steal", elsewhere.url()),
+                status: 303,
             },
         ));
     let sim = Simulator::start_local(scenario.user(USER, PASSWORD, &["broken", "slow"]))

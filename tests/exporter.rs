@@ -224,10 +224,10 @@ async fn the_exporter_asks_for_each_type_per_zone_with_credentials_and_json_head
     assert_eq!(
         image_queries,
         [
-            "zone=AUSTIN&type=BASE",
-            "zone=AUSTIN&type=SERVER",
-            "zone=TAMPA&type=BASE",
-            "zone=TAMPA&type=SERVER"
+            "zone=AUSTIN&type=BASE&page=1&pageSize=400",
+            "zone=AUSTIN&type=SERVER&page=1&pageSize=400",
+            "zone=TAMPA&type=BASE&page=1&pageSize=400",
+            "zone=TAMPA&type=SERVER&page=1&pageSize=400"
         ]
     );
     assert!(
@@ -240,9 +240,9 @@ async fn the_exporter_asks_for_each_type_per_zone_with_credentials_and_json_head
 }
 
 #[tokio::test]
-async fn more_than_150_accounts_are_discovered_through_303_and_pages() {
+async fn more_than_400_accounts_are_discovered_page_by_page_asking_for_400_at_once() {
     let mut scenario = Scenario::default().user(USER, PASSWORD, &["*"]);
-    for i in 0..160 {
+    for i in 0..460 {
         scenario = scenario.account(&format!("acct{i:03}"), &["Z1"]);
     }
     for i in 0..5 {
@@ -250,20 +250,31 @@ async fn more_than_150_accounts_are_discovered_through_303_and_pages() {
     }
     let mut h = Harness::start(scenario, &[("FLEXCLOUD_CONCURRENCY", "32")]).await;
     let m = h.cycle().await;
-    assert_eq!(m.value("flexcloud_accounts_watched", &[]), 160.0);
-    assert_eq!(m.value("flexcloud_zones_watched", &[]), 160.0);
+    assert_eq!(m.value("flexcloud_accounts_watched", &[]), 460.0);
+    assert_eq!(m.value("flexcloud_zones_watched", &[]), 460.0);
     let accounts = |code| {
         m.value(
             "flexcloud_api_requests_total",
             &[("account_id", ""), ("endpoint", "accounts"), ("code", code)],
         )
     };
-    assert_eq!(accounts("303"), 1.0);
+    // 465 accounts in the list (five closed) are two pages of 400; no 303 is spent.
+    assert_eq!(
+        m.get(
+            "flexcloud_api_requests_total",
+            &[
+                ("account_id", ""),
+                ("endpoint", "accounts"),
+                ("code", "303")
+            ]
+        ),
+        None
+    );
     assert_eq!(accounts("200"), 2.0);
     assert_eq!(
         m.value(
             "flexcloud_probe_success",
-            &[("account_id", "acct159"), ("zone_id", "Z1")]
+            &[("account_id", "acct459"), ("zone_id", "Z1")]
         ),
         1.0
     );
@@ -275,7 +286,7 @@ async fn large_image_lists_are_followed_across_pages() {
     let mut scenario = Scenario::default()
         .user(USER, PASSWORD, &["*"])
         .account("big", &["Z1"]);
-    for i in 0..230 {
+    for i in 0..930 {
         let status = if i % 10 == 0 { "DELETED" } else { "ACTIVE" };
         scenario = scenario.image("big", &i.to_string(), status, "SERVER", &["Z1"]);
     }
@@ -283,8 +294,8 @@ async fn large_image_lists_are_followed_across_pages() {
     let m = h.cycle().await;
     let active = images("big", "Z1", "ACTIVE", "SERVER");
     let deleted = images("big", "Z1", "DELETED", "SERVER");
-    assert_eq!(m.value(IMAGES, &labels(&active)), 207.0);
-    assert_eq!(m.value(IMAGES, &labels(&deleted)), 23.0);
+    assert_eq!(m.value(IMAGES, &labels(&active)), 837.0);
+    assert_eq!(m.value(IMAGES, &labels(&deleted)), 93.0);
     let detail = |code| {
         m.value(
             "flexcloud_api_requests_total",
@@ -295,8 +306,18 @@ async fn large_image_lists_are_followed_across_pages() {
             ],
         )
     };
-    // SERVER: a 303 then three pages of 100; BASE: one short answer.
-    assert_eq!(detail("303"), 1.0);
+    // SERVER: three pages of 400; BASE: one short answer; no 303.
+    assert_eq!(
+        m.get(
+            "flexcloud_api_requests_total",
+            &[
+                ("account_id", "big"),
+                ("endpoint", "images_detail"),
+                ("code", "303")
+            ]
+        ),
+        None
+    );
     assert_eq!(detail("200"), 4.0);
     h.stop().await;
 }

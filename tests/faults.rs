@@ -160,13 +160,16 @@ async fn every_fault_is_reported_exactly_and_the_exporter_keeps_serving() {
             requests: 2.0,
         },
         Case {
+            // Per list: the first page, then the same request without a page size (the
+            // redirect named none), then the loop is cut without asking a third time.
             name: "redirect to another host without paging",
             action: FaultAction::Redirect {
                 location: "http://127.0.0.1:9/steal".into(),
+                status: 303,
             },
             status: 303.0,
             code: "303",
-            requests: 2.0,
+            requests: 4.0,
         },
     ];
     for case in cases {
@@ -428,6 +431,7 @@ async fn a_redirect_with_paging_to_another_host_goes_to_the_api_origin_instead()
             "/accounts/a/flexcloud/images/detail",
             FaultAction::Redirect {
                 location: format!("{}/steal?page=1&pageSize=100", elsewhere.url()),
+                status: 303,
             },
         )
         .with_query("type=BASE")

@@ -148,3 +148,146 @@ async fn undocumented_statuses_are_capped_per_zone_across_both_types() {
     assert_eq!(total, 20.0, "every image counted once");
     h.stop().await;
 }
+
+fn image_requests(h: &Harness) -> usize {
+    h.sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/images/detail"))
+        .count()
+}
+
+fn zone_of(images: usize) -> Scenario {
+    let mut scenario = fleet();
+    for i in 0..images {
+        scenario = scenario.image("acme", &i.to_string(), "ACTIVE", "SERVER", &["TAMPA"]);
+    }
+    scenario
+}
+
+#[tokio::test]
+async fn a_zone_of_10000_images_costs_25_pages_of_400() {
+    let mut h = Harness::start(zone_of(10_000), &[("FLEXCLOUD_ACCOUNTS", "acme")]).await;
+    let m = h.cycle().await;
+    assert_eq!(m.value("flexcloud_probe_success", &ZONE), 1.0);
+    assert_eq!(images(&m, "ACTIVE", "SERVER"), 10_000.0);
+    // SERVER in 25 pages, BASE in one (empty) answer: 100 + 1 at the API's default of 100.
+    assert_eq!(image_requests(&h), 26);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_zone_of_exactly_100000_images_is_read_whole() {
+    let mut h = Harness::start(zone_of(100_000), &[("FLEXCLOUD_ACCOUNTS", "acme")]).await;
+    let m = h.cycle().await;
+    assert_eq!(m.value("flexcloud_probe_success", &ZONE), 1.0);
+    assert_eq!(images(&m, "ACTIVE", "SERVER"), 100_000.0);
+    assert_eq!(image_requests(&h), 251);
+    h.stop().await;
+}
+
+fn redirect(location: &str, status: u16) -> FaultAction {
+    FaultAction::Redirect {
+        location: location.into(),
+        status,
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_changes_the_page_size_but_never_the_page_and_counts_its_own_code() {
+    for status in [301u16, 302, 303, 307, 308] {
+        let scenario = zone_of(250).fault(
+            Fault::on(
+                "/accounts/acme/flexcloud/images/detail",
+                redirect(
+                    "/accounts/acme/flexcloud/images/detail?page=999999&pageSize=100",
+                    status,
+                ),
+            )
+            .with_query("type=SERVER")
+            .times(1),
+        );
+        let mut h = Harness::start(scenario, &[("FLEXCLOUD_ACCOUNTS", "acme")]).await;
+        let m = h.cycle().await;
+        assert_eq!(m.value("flexcloud_probe_success", &ZONE), 1.0, "{status}");
+        // Page 1 at the size the redirect asked for, not page 999999: every image is there.
+        assert_eq!(images(&m, "ACTIVE", "SERVER"), 250.0, "{status}");
+        let code = status.to_string();
+        assert_eq!(
+            m.value(
+                "flexcloud_api_requests_total",
+                &[
+                    ("account_id", "acme"),
+                    ("endpoint", "images_detail"),
+                    ("code", &code)
+                ]
+            ),
+            1.0,
+            "{status}"
+        );
+        let server_pages: Vec<String> = h
+            .sim
+            .requests()
+            .iter()
+            .filter(|r| r.query.contains("type=SERVER"))
+            .map(|r| r.query.clone())
+            .collect();
+        assert_eq!(
+            server_pages,
+            [
+                "zone=TAMPA&type=SERVER&page=1&pageSize=400",
+                "zone=TAMPA&type=SERVER&page=1&pageSize=100",
+                "zone=TAMPA&type=SERVER&page=2&pageSize=100",
+                "zone=TAMPA&type=SERVER&page=3&pageSize=100",
+            ],
+            "{status}"
+        );
+        h.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_loop_fails_its_probe_with_the_redirects_status() {
+    let scenario = zone_of(3).fault(Fault::on(
+        "/accounts/acme/flexcloud/images/detail",
+        redirect("/accounts/acme/flexcloud/images/detail", 302),
+    ));
+    let mut h = Harness::start(scenario, &[("FLEXCLOUD_ACCOUNTS", "acme")]).await;
+    let m = h.cycle().await;
+    assert_eq!(m.value("flexcloud_probe_success", &ZONE), 0.0);
+    assert_eq!(m.value("flexcloud_probe_http_status_code", &ZONE), 302.0);
+    // Each list: the first page, then the same request without a size, then a repeat: cut.
+    assert_eq!(image_requests(&h), 4);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn next_links_that_go_on_with_empty_pages_are_cut() {
+    let page = |n: u32| {
+        format!(
+            r#"{{"images": [], "links": [{{"rel": "next", "href": "/accounts/acme/flexcloud/images/detail?zone=TAMPA&type=BASE&page={n}&pageSize=400"}}]}}"#
+        )
+    };
+    let mut scenario = fleet();
+    for n in 1..=10 {
+        scenario = scenario.fault(recorded(
+            "/accounts/acme/flexcloud/images/detail",
+            &format!("type=BASE&page={n}&"),
+            page(n + 1),
+        ));
+    }
+    let mut h = Harness::start(scenario, &[("FLEXCLOUD_ACCOUNTS", "acme")]).await;
+    let m = h.cycle().await;
+    assert_eq!(m.value("flexcloud_probe_success", &ZONE), 0.0);
+    let base_requests = h
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.query.contains("type=BASE"))
+        .count();
+    assert_eq!(
+        base_requests, 3,
+        "three empty pages naming a next one, then the list is cut"
+    );
+    h.stop().await;
+}

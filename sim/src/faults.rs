@@ -132,8 +132,12 @@ async fn apply(action: FaultAction, req: Request, next: Next) -> Response {
         }
         FaultAction::DropConnection => close_connection(req.extensions().get().cloned(), false).await,
         FaultAction::ResetConnection => close_connection(req.extensions().get().cloned(), true).await,
-        FaultAction::Redirect { location } => {
-            (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
+        FaultAction::Redirect { location, status } => {
+            let status = StatusCode::from_u16(status)
+                .ok()
+                .filter(StatusCode::is_redirection)
+                .unwrap_or(StatusCode::SEE_OTHER);
+            (status, [(header::LOCATION, location)]).into_response()
         }
     }
 }

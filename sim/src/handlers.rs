@@ -152,23 +152,27 @@ fn see_other(location: String) -> Response {
 
 /// Applies the paging rule to `items` and wraps them under `key`; `links_when_whole`
 /// says whether an unpaged answer still carries an (empty) `links` array.
-fn paged(items: Vec<Value>, key: &str, req: &Request, links_when_whole: bool) -> Response {
+/// The answer for a list of `items`, each written as JSON by `render` only if it is on the
+/// page asked for, so a large list costs its page, not its length.
+fn paged<T>(
+    items: &[T],
+    render: impl Fn(&T) -> Value,
+    key: &str,
+    req: &Request,
+    links_when_whole: bool,
+) -> Response {
     let base = format!("{}{}", origin(req.headers()), req.uri().path());
     match paging::decide(items.len(), &base, req.uri().query().unwrap_or("")) {
         Paging::All => {
             let mut body = Map::new();
-            body.insert(key.into(), Value::Array(items));
+            body.insert(key.into(), items.iter().map(render).collect());
             if links_when_whole {
                 body.insert("links".into(), Value::Array(vec![]));
             }
             Json(Value::Object(body)).into_response()
         }
         Paging::Page { range, links } => {
-            let page: Vec<Value> = items
-                .into_iter()
-                .skip(range.start)
-                .take(range.len())
-                .collect();
+            let page: Vec<Value> = items.get(range).unwrap_or(&[]).iter().map(render).collect();
             Json(json!({ key: page, "links": links })).into_response()
         }
         Paging::SeeOther(location) => see_other(location),
@@ -212,23 +216,23 @@ async fn list_accounts(State(shared): State<Arc<Shared>>, req: Request) -> Respo
         }
     }
     let origin = origin(req.headers());
-    let items = fleet
+    let items: Vec<&Account> = fleet
         .scenario
         .accounts
         .iter()
         .filter(|a| can_read(user, &a.id))
         .filter(|a| filter.as_deref().is_none_or(|f| a.status == f))
-        .map(|a| {
-            json!({
-                "accountNumber": a.id,
-                "status": a.status,
-                "createdDate": a.created,
-                "currency": a.currency,
-                "links": [{ "rel": "self", "href": format!("{origin}/accounts/{}", a.id) }],
-            })
-        })
         .collect();
-    paged(items, "list", &req, true)
+    let render = |a: &&Account| {
+        json!({
+            "accountNumber": a.id,
+            "status": a.status,
+            "createdDate": a.created,
+            "currency": a.currency,
+            "links": [{ "rel": "self", "href": format!("{origin}/accounts/{}", a.id) }],
+        })
+    };
+    paged(&items, render, "list", &req, true)
 }
 
 async fn list_zones(
@@ -288,13 +292,11 @@ fn image_json(image: &Image, origin: &str, now: SystemTime, shape: Shape) -> Val
     Value::Object(obj)
 }
 
-fn matching_images(fleet: &Fleet, account: &str, req: &Request, shape: Shape) -> Vec<Value> {
+fn matching_images<'f>(fleet: &'f Fleet, account: &str, req: &Request) -> Vec<&'f Image> {
     let name = query_value(req, "name");
     let status = query_value(req, "status");
     let image_type = query_value(req, "type");
     let zone = query_value(req, "zone");
-    let origin = origin(req.headers());
-    let now = SystemTime::now();
     fleet
         .account_images(account)
         .filter(|i| name.as_deref().is_none_or(|n| i.name == n))
@@ -304,7 +306,6 @@ fn matching_images(fleet: &Fleet, account: &str, req: &Request, shape: Shape) ->
             zone.as_deref()
                 .is_none_or(|z| i.zones.iter().any(|iz| iz == z))
         })
-        .map(|i| image_json(i, &origin, now, shape))
         .collect()
 }
 
@@ -349,8 +350,16 @@ fn list_images(shared: &Shared, account: Option<String>, req: Request, shape: Sh
     if let Err(r) = readable_account(scenario, user, &account) {
         return r.into_response();
     }
-    let items = matching_images(&fleet, &account, &req, shape);
-    paged(items, "images", &req, false)
+    let items = matching_images(&fleet, &account, &req);
+    let origin = origin(req.headers());
+    let now = SystemTime::now();
+    paged(
+        &items,
+        |image: &&Image| image_json(image, &origin, now, shape),
+        "images",
+        &req,
+        false,
+    )
 }
 
 async fn show_image(

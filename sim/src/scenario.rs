@@ -208,12 +208,21 @@ pub enum FaultAction {
     DropConnection,
     /// Resets the connection (TCP RST) without answering.
     ResetConnection,
-    /// A 303 to `location`, e.g. another host that must never see the credentials.
-    Redirect { location: String },
+    /// A redirect (303 unless `status` says 301, 302, 307 or 308) to `location`, e.g. another
+    /// host that must never see the credentials.
+    Redirect {
+        location: String,
+        #[serde(default = "default_redirect_status")]
+        status: u16,
+    },
 }
 
 fn default_chunk_bytes() -> usize {
     16
+}
+
+fn default_redirect_status() -> u16 {
+    303
 }
 
 /// A deterministic generated fleet: the same spec gives the same accounts and images.

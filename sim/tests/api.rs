@@ -731,6 +731,7 @@ async fn dropped_and_reset_connections_get_no_answer() {
 async fn redirect_fault_points_elsewhere() {
     let api = with_fault(FaultAction::Redirect {
         location: "http://127.0.0.2:9/steal".into(),
+        status: 303,
     })
     .await;
     let response = api

@@ -18,8 +18,13 @@ use super::model::{self, AccountPage, ImageEntry, ImagePage, ImageProblem, ZoneM
 use super::{Code, Endpoint, ImageType, RequestObserver};
 use crate::config::{Config, ConfigError};
 
-/// Pages followed for one list at most; a list that goes on is treated as broken.
-const MAX_PAGES: usize = 1000;
+/// The API's largest page, asked for from the first request of every paged list.
+const PAGE_SIZE: &str = "400";
+/// Items one list may hold before it is taken for a loop: far above any fleet (a million
+/// images in one zone), far below what would exhaust memory or time.
+const MAX_ITEMS: usize = 2_000_000;
+/// Pages in a row that bring no item yet name a next one before the list is taken for a loop.
+const MAX_EMPTY_PAGES: usize = 3;
 /// How much of an error body is read to find the API's error kind.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
@@ -74,7 +79,8 @@ enum Reply {
     /// A 200 body and how long it took; counted once the body has been parsed, so a
     /// body that does not parse counts as `invalid_response`, not `200`.
     Body(Bytes, Duration),
-    SeeOther(String),
+    /// A 301, 302, 303, 307 or 308 and its `Location`.
+    Redirect(u16, String),
 }
 
 /// The FlexCloud API client. One per process; cheap to share behind an `Arc`.
@@ -132,8 +138,10 @@ impl ApiClient {
             None,
             "accounts",
             &[("filterStatus", "open")],
+            Paging::Paged,
             |body| {
                 let page: AccountPage = parse(body)?;
+                let items = page.list.len();
                 page.list
                     .iter()
                     // The filter was sent; a server that ignores it must not add others.
@@ -143,7 +151,7 @@ impl ApiClient {
                             .is_none_or(|s| s.eq_ignore_ascii_case("open"))
                     })
                     .for_each(|a| on_account(a.account_number.to_string()));
-                Ok(model::next_link(&page.links).map(String::from))
+                Ok((model::next_link(&page.links).map(String::from), items))
             },
         )
         .await
@@ -153,15 +161,23 @@ impl ApiClient {
     pub async fn list_zones(&self, account: &str) -> Result<Vec<String>, ApiError> {
         let path = format!("accounts/{}/flexcloud/zone", encode_segment(account));
         let mut zones = Vec::new();
-        self.fetch_pages(Endpoint::Zones, Some(account), &path, &[], |body| {
-            let map: ZoneMap = parse(body)?;
-            let entry = map.get(account).ok_or(ApiError::Invalid {
-                status: 200,
-                reason: InvalidReason::MissingAccount,
-            })?;
-            zones.extend(entry.iter().map(|z| z.zone.to_string()));
-            Ok(None)
-        })
+        let unpaged = Paging::Unpaged;
+        self.fetch_pages(
+            Endpoint::Zones,
+            Some(account),
+            &path,
+            &[],
+            unpaged,
+            |body| {
+                let map: ZoneMap = parse(body)?;
+                let entry = map.get(account).ok_or(ApiError::Invalid {
+                    status: 200,
+                    reason: InvalidReason::MissingAccount,
+                })?;
+                zones.extend(entry.iter().map(|z| z.zone.to_string()));
+                Ok((None, entry.len()))
+            },
+        )
         .await?;
         Ok(zones)
     }
@@ -185,25 +201,33 @@ impl ApiClient {
             Some(account),
             &path,
             &query,
+            Paging::Paged,
             |body| {
                 let page: ImagePage = parse(body)?;
                 for entry in page.entries() {
                     on_image(entry.as_ref().map_err(|p| *p));
                 }
-                Ok(model::next_link(&page.links).map(String::from))
+                Ok((
+                    model::next_link(&page.links).map(String::from),
+                    page.images.len(),
+                ))
             },
         )
         .await
     }
 
-    /// Requests `path` and follows 303s and `next` links until the list ends.
+    /// Requests `path` and follows redirects and `next` links until the list ends. A paged
+    /// list asks for page 1 of the largest page size at once, so a list of any length
+    /// costs as few requests as the API allows and none is spent on a first 303.
+    /// `on_page` reads a body and says where the list goes on and how many items it had.
     async fn fetch_pages(
         &self,
         endpoint: Endpoint,
         account: Option<&str>,
         path: &str,
         query: &[(&str, &str)],
-        mut on_page: impl FnMut(&[u8]) -> Result<Option<String>, ApiError>,
+        paging: Paging,
+        mut on_page: impl FnMut(&[u8]) -> Result<(Option<String>, usize), ApiError>,
     ) -> Result<(), ApiError> {
         let mut url = self
             .settings
@@ -213,34 +237,57 @@ impl ApiClient {
                 status: 0,
                 reason: InvalidReason::BadRedirect,
             })?;
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
+        {
+            let mut pairs = url.query_pairs_mut();
+            pairs.extend_pairs(query);
+            if paging == Paging::Paged {
+                pairs.extend_pairs([("page", "1"), ("pageSize", PAGE_SIZE)]);
+            }
         }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        // The status of the answer that showed the loop: a redirect's, or 200.
+        let endless = |why, status| ApiError::Invalid {
+            status,
+            reason: InvalidReason::EndlessPaging(why),
+        };
+        let mut last_status = 200;
         let mut seen = HashSet::new();
-        while seen.len() < MAX_PAGES {
+        let (mut items, mut empty_pages) = (0usize, 0usize);
+        loop {
             if !seen.insert(url.to_string()) {
-                break;
+                return Err(endless("a page was asked for twice", last_status));
             }
             url = match self.get(endpoint, account, &url).await? {
-                Reply::SeeOther(location) => page_url(&url, &location, 303)?,
+                Reply::Redirect(status, location) => {
+                    last_status = status;
+                    redirect_url(&url, &location, status)?
+                }
                 Reply::Body(body, took) => {
+                    last_status = 200;
                     let parsed = on_page(&body);
                     let code = match &parsed {
                         Ok(_) => Code::Status(200),
                         Err(e) => e.code().unwrap_or(Code::InvalidResponse),
                     };
                     self.observer.request_ended(account, endpoint, code, took);
-                    match parsed? {
-                        Some(next) => page_url(&url, &next, 200)?,
+                    let (next, count) = parsed?;
+                    items = items.saturating_add(count);
+                    if items > MAX_ITEMS {
+                        return Err(endless("more than 2,000,000 items", 200));
+                    }
+                    empty_pages = if count == 0 { empty_pages + 1 } else { 0 };
+                    match next {
+                        Some(_) if empty_pages >= MAX_EMPTY_PAGES => {
+                            return Err(endless("three empty pages in a row", 200));
+                        }
+                        Some(next) => next_url(&url, &next)?,
                         None => return Ok(()),
                     }
                 }
             };
         }
-        Err(ApiError::Invalid {
-            status: 200,
-            reason: InvalidReason::EndlessPaging(MAX_PAGES),
-        })
     }
 
     /// One GET with retries on transient failures, within the retry budget.
@@ -298,7 +345,7 @@ impl ApiClient {
         // A 200 is reported once its body has been parsed (see `Reply::Body`).
         let code = match &result {
             Ok(Reply::Body(..)) => None,
-            Ok(Reply::SeeOther(_)) => Some(Code::Status(303)),
+            Ok(Reply::Redirect(status, _)) => Some(Code::Status(*status)),
             Err(e) => e.code(),
         };
         if let Some(code) = code {
@@ -332,7 +379,7 @@ impl ApiClient {
                 .headers()
                 .get(LOCATION)
                 .and_then(|l| l.to_str().ok())
-                .map(|l| Reply::SeeOther(l.to_string()))
+                .map(|l| Reply::Redirect(status, l.to_string()))
                 .ok_or(ApiError::Invalid {
                     status,
                     reason: InvalidReason::BadRedirect,
@@ -400,24 +447,30 @@ fn classify(error: reqwest::Error, status: u16) -> ApiError {
     }
 }
 
-/// The next page's URL: the current request with the `page` and `pageSize` that the
-/// server's Location or `next` link names. Only the paging parameters are taken from
-/// the server, so the credentials only ever go to the configured API origin, whatever
-/// host a redirect or link names.
-fn page_url(current: &Url, target: &str, status: u16) -> Result<Url, ApiError> {
-    let bad = || ApiError::Invalid {
+/// Whether a list is read page by page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Paging {
+    Paged,
+    Unpaged,
+}
+
+/// The paging parameters of `target`, resolved against `current`.
+fn paging_of(current: &Url, target: &str, status: u16) -> Result<Vec<(String, String)>, ApiError> {
+    let resolved = current.join(target).map_err(|_| ApiError::Invalid {
         status,
         reason: InvalidReason::BadRedirect,
-    };
-    let resolved = current.join(target).map_err(|_| bad())?;
-    let paging: Vec<(String, String)> = resolved
+    })?;
+    Ok(resolved
         .query_pairs()
         .filter(|(k, _)| k == "page" || k == "pageSize")
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    if !paging.iter().any(|(k, _)| k == "page") {
-        return Err(bad());
-    }
+        .collect())
+}
+
+/// `current` with its paging parameters replaced by `paging`, the others kept: the
+/// credentials only ever go to the configured API origin, whatever host a redirect or a
+/// link names.
+fn with_paging(current: &Url, paging: Vec<(String, String)>) -> Url {
     let kept: Vec<(String, String)> = current
         .query_pairs()
         .filter(|(k, _)| k != "page" && k != "pageSize")
@@ -428,7 +481,35 @@ fn page_url(current: &Url, target: &str, status: u16) -> Result<Url, ApiError> {
         .clear()
         .extend_pairs(kept)
         .extend_pairs(paging);
-    Ok(next)
+    next
+}
+
+/// Where a `next` link leads: the current request with the link's `page` and `pageSize`.
+fn next_url(current: &Url, link: &str) -> Result<Url, ApiError> {
+    let paging = paging_of(current, link, 200)?;
+    if !paging.iter().any(|(k, _)| k == "page") {
+        return Err(ApiError::Invalid {
+            status: 200,
+            reason: InvalidReason::BadRedirect,
+        });
+    }
+    Ok(with_paging(current, paging))
+}
+
+/// Where a redirect leads: the current request, with the redirect's `pageSize` if it names
+/// one. The page stays ours: the API redirects to fix a page size, and a redirect that
+/// named another page would skip the items before it.
+fn redirect_url(current: &Url, location: &str, status: u16) -> Result<Url, ApiError> {
+    let size = paging_of(current, location, status)?
+        .into_iter()
+        .find(|(k, v)| k == "pageSize" && !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+    let page = current
+        .query_pairs()
+        .find(|(k, _)| k == "page")
+        .map_or_else(|| "1".to_string(), |(_, v)| v.into_owned());
+    let mut paging = vec![("page".to_string(), page)];
+    paging.extend(size);
+    Ok(with_paging(current, paging))
 }
 
 fn is_transient(error: &ApiError) -> bool {
@@ -471,28 +552,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn page_url_keeps_filters_and_takes_only_paging_from_the_server() {
+    fn next_links_give_only_their_paging_on_the_api_origin() {
         let current = Url::parse(
-            "https://api.example.com/accounts/a/flexcloud/images/detail?zone=Z&type=BASE",
+            "https://api.example.com/accounts/a/flexcloud/images/detail?zone=Z&type=BASE&page=1&pageSize=400",
         )
         .unwrap();
-        let next = page_url(
+        let next = next_url(
             &current,
             "https://evil.example.net/steal?page=2&pageSize=100&zone=X",
-            200,
         )
         .unwrap();
         assert_eq!(
             next.as_str(),
             "https://api.example.com/accounts/a/flexcloud/images/detail?zone=Z&type=BASE&page=2&pageSize=100"
         );
-        let relative = page_url(&next, "?page=3&pageSize=100", 200).unwrap();
+        let relative = next_url(&next, "?page=3&pageSize=100").unwrap();
         assert!(
             relative
                 .as_str()
                 .ends_with("?zone=Z&type=BASE&page=3&pageSize=100")
         );
-        assert!(page_url(&current, "https://evil.example.net/steal", 303).is_err());
+        assert!(next_url(&current, "https://evil.example.net/steal").is_err());
+    }
+
+    #[test]
+    fn a_redirect_may_change_the_page_size_but_never_the_page() {
+        let current =
+            Url::parse("https://api.example.com/accounts?filterStatus=open&page=1&pageSize=400")
+                .unwrap();
+        let smaller = redirect_url(&current, "/accounts?page=999999&pageSize=100", 303).unwrap();
+        assert_eq!(
+            smaller.as_str(),
+            "https://api.example.com/accounts?filterStatus=open&page=1&pageSize=100"
+        );
+        // No page size, or a nonsense one: the same request again (and a loop is then cut).
+        for location in ["https://elsewhere.example.net/accounts", "?pageSize=lots"] {
+            let same = redirect_url(&current, location, 302).unwrap();
+            assert_eq!(
+                same.as_str(),
+                "https://api.example.com/accounts?filterStatus=open&page=1"
+            );
+        }
+        let unpaged = Url::parse("https://api.example.com/accounts/a/flexcloud/zone").unwrap();
+        assert!(
+            redirect_url(&unpaged, "?page=7&pageSize=50", 301)
+                .unwrap()
+                .as_str()
+                .ends_with("zone?page=1&pageSize=50")
+        );
     }
 
     #[test]

@@ -38,8 +38,8 @@ pub enum InvalidReason {
     Body(#[source] reqwest::Error),
     #[error("redirect without a usable Location")]
     BadRedirect,
-    #[error("paging does not end (more than {0} pages or a page seen twice)")]
-    EndlessPaging(usize),
+    #[error("paging does not end: {0}")]
+    EndlessPaging(&'static str),
     #[error("zone list has no entry for the account asked about")]
     MissingAccount,
 }
