@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
-use crate::api::{ApiClient, ApiError, Endpoint, ImageType};
+use crate::api::{ApiClient, ApiError, Endpoint, ImageType, is_path_segment};
 use crate::config::{Config, Shard};
 use crate::snapshot::{self, ListCount, Outcome, Snapshot, ZoneState};
 
@@ -95,7 +95,12 @@ pub struct Collection {
     settings: CollectorSettings,
     previous: Arc<Snapshot>,
     cycles: u64,
+    /// Ids already warned about as unusable, so each is logged once, not every cycle.
+    warned_ids: std::sync::Mutex<HashSet<String>>,
 }
+
+/// Unusable ids remembered for the once-only warning; beyond, they are still counted.
+const WARNED_IDS: usize = 1024;
 
 impl Cycle for Collection {
     fn run_cycle(&mut self) -> impl Future<Output = Arc<Snapshot>> + Send {
@@ -110,6 +115,7 @@ impl Collection {
             settings,
             previous: Arc::new(Snapshot::default()),
             cycles: 0,
+            warned_ids: std::sync::Mutex::new(HashSet::new()),
         }
     }
 
@@ -145,7 +151,14 @@ impl Collection {
         let mut snapshot = Snapshot::default();
         let mut tasks = JoinSet::new();
         let mut seen = HashSet::new();
+        let mut unusable_accounts = 0u64;
         let mut start = |account: String| {
+            if !is_path_segment(&account) {
+                // `.` or `..` would address another resource of the API: never requested.
+                unusable_accounts += 1;
+                self.warn_once(Endpoint::Accounts, &account);
+                return;
+            }
             let owned = self.settings.shard.is_none_or(|s| s.owns(&account));
             if owned && seen.insert(account.clone()) {
                 let client = self.client.clone();
@@ -189,9 +202,35 @@ impl Collection {
             for (zone, state) in report.zones {
                 snapshot.zones.insert((report.account.clone(), zone), state);
             }
+            for zone in &report.unusable_zones {
+                self.warn_once(Endpoint::Zones, &format!("{} {zone:?}", report.account));
+            }
+            *snapshot.unusable_ids.entry(Endpoint::Zones).or_default() +=
+                report.unusable_zones.len() as u64;
         }
+        if unusable_accounts > 0 {
+            snapshot
+                .unusable_ids
+                .insert(Endpoint::Accounts, unusable_accounts);
+        }
+        snapshot.unusable_ids.retain(|_, n| *n > 0);
         snapshot.up = snapshot.reached_api_with_valid_credentials();
         snapshot
+    }
+
+    /// Warns about an id that is never requested, once per id.
+    fn warn_once(&self, endpoint: Endpoint, id: &str) {
+        let mut warned = self
+            .warned_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if warned.len() < WARNED_IDS && warned.insert(id.to_string()) {
+            warn!(
+                step = endpoint.as_str(),
+                id,
+                "the API listed an id that cannot be requested (empty, . or ..); left out and counted"
+            );
+        }
     }
 }
 
@@ -199,6 +238,8 @@ struct AccountReport {
     account: String,
     zones_discovery: Option<Outcome>,
     zones: Vec<(String, ZoneState)>,
+    /// Zone ids of the list that cannot be asked for (empty): left out.
+    unusable_zones: Vec<String>,
 }
 
 async fn probe_account(
@@ -217,12 +258,16 @@ async fn probe_account(
     } else {
         (None, fixed_zones)
     };
+    // An empty zone id would send `zone=`, which asks for no zone in particular.
+    let (zones, unusable_zones): (Vec<String>, Vec<String>) =
+        zones.into_iter().partition(|zone| !zone.trim().is_empty());
     let probes = zones.iter().map(|zone| probe_zone(&client, &account, zone));
     let states = futures_util::future::join_all(probes).await;
     AccountReport {
         zones: zones.into_iter().zip(states).collect(),
         account,
         zones_discovery,
+        unusable_zones,
     }
 }
 

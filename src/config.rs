@@ -108,8 +108,8 @@ pub const ACCOUNTS: Setting<Vec<String>> = Setting {
     name: "FLEXCLOUD_ACCOUNTS",
     default: DefaultValue::Described("(discover)"),
     help: "comma-separated account ids; empty = every open account from GET /accounts",
-    expected: "comma-separated account ids",
-    parse: parse_list,
+    expected: "comma-separated account ids (none of them . or ..)",
+    parse: |text| parse_list(text).filter(|ids| ids.iter().all(|id| id != "." && id != "..")),
     secret: false,
 };
 pub const ZONES: Setting<Vec<String>> = Setting {

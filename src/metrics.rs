@@ -65,6 +65,11 @@ impl EncodeLabelValue for ImageProblem {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepOnlyLabels {
+    endpoint: Endpoint,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProblemLabels {
     account_id: String,
     reason: ImageProblem,
@@ -79,6 +84,7 @@ pub struct Metrics {
     latency: HistogramFamily,
     saving_dropped: Counter,
     invalid_images: Family<ProblemLabels, Counter>,
+    unusable_ids: Family<StepOnlyLabels, Counter>,
     /// Most per-image SAVING series in one exposition (`FLEXCLOUD_SAVING_SERIES_LIMIT`).
     saving_limit: usize,
     /// Whether the previous encoding cut SAVING series, so the warning comes once per
@@ -112,6 +118,7 @@ impl Metrics {
             latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             saving_dropped: Counter::default(),
             invalid_images: Family::default(),
+            unusable_ids: Family::default(),
             saving_limit,
             cutting_saving_series: AtomicBool::new(false),
         }
@@ -124,6 +131,13 @@ impl Metrics {
         if let Some(snapshot) = snapshot {
             // Counted before the counters are registered, so this exposition includes them.
             self.count_image_problems(snapshot);
+            for (endpoint, n) in &snapshot.unusable_ids {
+                self.unusable_ids
+                    .get_or_create(&StepOnlyLabels {
+                        endpoint: *endpoint,
+                    })
+                    .inc_by(*n);
+            }
             let saving = self.cap_saving_series(snapshot);
             register_snapshot(&mut registry, snapshot, &saving, now);
         }
@@ -225,6 +239,11 @@ impl Metrics {
             "flexcloud_image_saving_series_dropped",
             "SAVING-image series left out because of FLEXCLOUD_SAVING_SERIES_LIMIT",
             self.saving_dropped.clone(),
+        );
+        registry.register(
+            "flexcloud_api_unusable_ids",
+            "Ids the API listed that cannot be asked for (empty, . or ..), never requested, by the endpoint that listed them",
+            self.unusable_ids.clone(),
         );
         registry.register(
             "flexcloud_api_invalid_images",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::api::model::{ImageEntry, ImageProblem};
-use crate::api::{ApiError, CredentialState, ErrorKind, ImageType};
+use crate::api::{ApiError, CredentialState, Endpoint, ErrorKind, ImageType};
 use crate::timestamp;
 
 /// The statuses the API documents; every one is exported for every type, 0 when none.
@@ -17,12 +17,19 @@ pub const MAX_LABEL_LEN: usize = 128;
 /// `OTHER`.
 const MAX_UNKNOWN_STATUSES: usize = 8;
 
-/// Cuts a value from the API to a bounded label value (on a character boundary).
+/// A value from the API as a label value of at most [`MAX_LABEL_LEN`] characters. A longer
+/// one keeps its first 111 characters, then `~` and 16 hex digits of the FNV-1a hash of the
+/// whole value, so two long ids that share a beginning never share a series, and the same id
+/// gives the same label in every cycle, version and replica.
 pub fn bounded(value: &str) -> String {
-    match value.char_indices().nth(MAX_LABEL_LEN) {
-        Some((cut, _)) => value[..cut].to_string(),
-        None => value.to_string(),
+    if value.chars().nth(MAX_LABEL_LEN).is_none() {
+        return value.to_string();
     }
+    use std::hash::Hasher;
+    let mut hasher = fnv::FnvHasher::default();
+    hasher.write(value.as_bytes());
+    let kept: String = value.chars().take(MAX_LABEL_LEN - 17).collect();
+    format!("{kept}~{:016x}", hasher.finish())
 }
 
 /// A status as a label value: documented ones as they are, others upper-cased and
@@ -294,6 +301,9 @@ pub struct Snapshot {
     pub up: bool,
     /// The credential gate at the end of the cycle.
     pub credentials: CredentialState,
+    /// Ids the API listed that were never asked for (empty, `.` or `..`), by the step that
+    /// listed them.
+    pub unusable_ids: BTreeMap<Endpoint, u64>,
     /// `GET /accounts`, when accounts are discovered rather than configured.
     pub accounts_discovery: Option<Outcome>,
     /// `GET .../zone` per account, when zones are discovered.
@@ -533,10 +543,25 @@ mod tests {
     }
 
     #[test]
-    fn bounded_cuts_long_values_on_a_char_boundary() {
+    fn long_values_are_cut_with_a_hash_that_keeps_them_apart() {
         let long = "é".repeat(200);
         assert_eq!(bounded(&long).chars().count(), MAX_LABEL_LEN);
         assert_eq!(bounded("short"), "short");
+        let exactly = "x".repeat(MAX_LABEL_LEN);
+        assert_eq!(bounded(&exactly), exactly, "128 characters fit as they are");
+        let (a, b) = (
+            format!("{}a", "x".repeat(200)),
+            format!("{}b", "x".repeat(200)),
+        );
+        assert_ne!(bounded(&a), bounded(&b));
+        assert_eq!(bounded(&a), bounded(&a.clone()));
+        assert_eq!(bounded(&a).chars().count(), MAX_LABEL_LEN);
+        assert!(bounded(&a).starts_with(&"x".repeat(111)));
+        // FNV-1a 64 is fixed by its definition, so every replica and version agrees on it.
+        assert_eq!(
+            bounded(&"y".repeat(129)),
+            format!("{}~d65dbc52e360ccd4", "y".repeat(111))
+        );
     }
 
     fn ok(at: SystemTime) -> ZoneState {

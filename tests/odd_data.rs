@@ -291,3 +291,86 @@ async fn next_links_that_go_on_with_empty_pages_are_cut() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn ids_that_cannot_be_a_path_segment_are_never_requested_and_are_counted() {
+    let list = r#"{"list": [
+        {"accountNumber": ".", "status": "open"},
+        {"accountNumber": "..", "status": "open"},
+        {"accountNumber": "", "status": "open"},
+        {"accountNumber": "acme", "status": "open"}
+    ], "links": []}"#;
+    let scenario = fleet().fault(recorded("/accounts", "filterStatus", list.into()));
+    let mut h = Harness::start(scenario, &[]).await;
+    let m = h.cycle().await;
+    assert_eq!(m.value("flexcloud_accounts_watched", &[]), 1.0);
+    assert_eq!(m.value("flexcloud_probe_success", &ZONE), 1.0);
+    for request in h.sim.requests() {
+        assert!(
+            request.path == "/accounts" || request.path.starts_with("/accounts/acme/"),
+            "requested {}",
+            request.path
+        );
+    }
+    assert_eq!(
+        m.value(
+            "flexcloud_api_unusable_ids_total",
+            &[("endpoint", "accounts")]
+        ),
+        3.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn odd_characters_in_an_account_id_stay_inside_one_path_segment() {
+    let odd = "a/../b?c#d %e";
+    let scenario = Scenario::default()
+        .user(USER, PASSWORD, &[odd])
+        .account(odd, &["TAMPA"])
+        .image(odd, "1", "ACTIVE", "BASE", &["TAMPA"]);
+    let mut h = Harness::start(scenario, &[]).await;
+    let m = h.cycle().await;
+    assert_eq!(
+        m.value(
+            "flexcloud_probe_success",
+            &[("account_id", odd), ("zone_id", "TAMPA")]
+        ),
+        1.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn two_long_ids_that_share_their_first_128_characters_keep_their_own_series() {
+    let stem = "x".repeat(140);
+    let (a, b) = (format!("{stem}-a"), format!("{stem}-b"));
+    let scenario = Scenario::default()
+        .user(USER, PASSWORD, &["*"])
+        .account(&a, &["TAMPA"])
+        .account(&b, &["TAMPA"])
+        .image(&a, "1", "ACTIVE", "BASE", &["TAMPA"])
+        .image(&b, "2", "ACTIVE", "BASE", &["TAMPA"])
+        .image(&b, "3", "ACTIVE", "BASE", &["TAMPA"]);
+    let mut h = Harness::start(scenario, &[]).await;
+    let m = h.cycle().await;
+    let active = m.series(
+        "flexcloud_images",
+        &[("status", "ACTIVE"), ("image_type", "BASE")],
+    );
+    let mut counts: Vec<f64> = active.iter().map(|(_, v)| *v).collect();
+    counts.sort_by(f64::total_cmp);
+    assert_eq!(counts, [1.0, 2.0], "{active:?}");
+    for (series, _) in &active {
+        let id = series
+            .split("account_id=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        assert_eq!(id.chars().count(), 128, "{id}");
+        assert!(id.starts_with(&"x".repeat(111)) && id.contains('~'), "{id}");
+    }
+    h.stop().await;
+}

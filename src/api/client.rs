@@ -159,7 +159,7 @@ impl ApiClient {
 
     /// The zone ids of one account.
     pub async fn list_zones(&self, account: &str) -> Result<Vec<String>, ApiError> {
-        let path = format!("accounts/{}/flexcloud/zone", encode_segment(account));
+        let path = format!("accounts/{}/flexcloud/zone", encode_segment(account)?);
         let mut zones = Vec::new();
         let unpaged = Paging::Unpaged;
         self.fetch_pages(
@@ -193,7 +193,7 @@ impl ApiClient {
     ) -> Result<(), ApiError> {
         let path = format!(
             "accounts/{}/flexcloud/images/detail",
-            encode_segment(account)
+            encode_segment(account)?
         );
         let query = [("zone", zone), ("type", image_type.as_str())];
         self.fetch_pages(
@@ -540,11 +540,29 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
     )
 }
 
-/// An account id as one path segment, whatever characters it holds.
-fn encode_segment(segment: &str) -> String {
-    url::form_urlencoded::byte_serialize(segment.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
+/// Every byte but RFC 3986's unreserved ones is percent-encoded in a path segment.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Whether an id can stand as one path segment. `.` and `..` cannot, however they are
+/// encoded (URL parsers resolve `%2E` and `%2e%2E` as dot segments too), and an empty one
+/// would name another resource.
+pub fn is_path_segment(id: &str) -> bool {
+    !matches!(id, "" | "." | "..")
+}
+
+/// An id as one path segment, whatever characters it holds.
+fn encode_segment(segment: &str) -> Result<String, ApiError> {
+    if !is_path_segment(segment) {
+        return Err(ApiError::Invalid {
+            status: 0,
+            reason: InvalidReason::UnusableId,
+        });
+    }
+    Ok(percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string())
 }
 
 #[cfg(test)]
@@ -614,8 +632,26 @@ mod tests {
 
     #[test]
     fn account_ids_are_one_path_segment() {
-        assert_eq!(encode_segment("smith1234"), "smith1234");
-        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+        let encoded = |id| encode_segment(id).unwrap();
+        assert_eq!(encoded("smith1234"), "smith1234");
+        assert_eq!(encoded("a/b c"), "a%2Fb%20c");
+        assert_eq!(encoded("a?b#c%d"), "a%3Fb%23c%25d");
+        assert_eq!(encoded("..."), "...");
+        assert_eq!(encoded("é"), "%C3%A9");
+        let base = Url::parse("https://api.example.com/").unwrap();
+        for id in ["a/../b", "%2e%2e", "x/.."] {
+            let url = base
+                .join(&format!("accounts/{}/flexcloud/zone", encoded(id)))
+                .unwrap();
+            assert!(
+                url.path().starts_with("/accounts/") && url.path().ends_with("/flexcloud/zone"),
+                "{id}: {url}"
+            );
+            assert_eq!(url.path_segments().unwrap().count(), 4, "{id}: {url}");
+        }
+        for id in ["", ".", ".."] {
+            assert!(encode_segment(id).is_err(), "{id:?}");
+        }
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub enum InvalidReason {
     EndlessPaging(&'static str),
     #[error("zone list has no entry for the account asked about")]
     MissingAccount,
+    #[error("an id that cannot be a path segment (empty, . or ..)")]
+    UnusableId,
 }
 
 /// The kind of a failed step, for logs, the status page and alerts' reading of them.
