@@ -112,7 +112,8 @@ impl Exporter {
         if config.tls_insecure_skip_verify {
             warn!(api_url = %config.api_url, "FLEXCLOUD_TLS_INSECURE_SKIP_VERIFY is set: the API's TLS certificate is NOT verified; anyone on the path can read the credentials");
         }
-        let metrics = Arc::new(Metrics::new(config.saving_series_limit));
+        let metrics =
+            Arc::new(Metrics::new(config.saving_series_limit).forgetting_after(config.stale_after));
         let client = Arc::new(ApiClient::new(
             ClientSettings::from_config(&config)?,
             metrics.clone(),

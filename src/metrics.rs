@@ -3,6 +3,7 @@
 //! A cycle's metrics are encoded once, in both formats, when the cycle ends; a scrape
 //! only copies out those bytes and appends the process metrics.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -85,6 +86,11 @@ pub struct Metrics {
     saving_dropped: Counter,
     invalid_images: Family<ProblemLabels, Counter>,
     unusable_ids: Family<StepOnlyLabels, Counter>,
+    /// Per account: when a cycle last had it, and the request series it has, so the series
+    /// of an account gone from discovery can go too.
+    accounts: std::sync::Mutex<HashMap<String, AccountSeries>>,
+    /// How long an account may be gone before its series go (`FLEXCLOUD_STALE_AFTER`).
+    forget_after: Duration,
     /// Most per-image SAVING series in one exposition (`FLEXCLOUD_SAVING_SERIES_LIMIT`).
     saving_limit: usize,
     /// Whether the previous encoding cut SAVING series, so the warning comes once per
@@ -95,6 +101,14 @@ pub struct Metrics {
 impl RequestObserver for Metrics {
     fn request_ended(&self, account: Option<&str>, endpoint: Endpoint, code: Code, took: Duration) {
         let account_id = account.map(bounded);
+        if let Some(id) = &account_id {
+            let mut accounts = self.lock_accounts();
+            let series = accounts.entry(id.clone()).or_insert_with(|| AccountSeries {
+                seen: SystemTime::now(),
+                requests: HashSet::new(),
+            });
+            series.requests.insert((endpoint, code));
+        }
         self.requests
             .get_or_create(&RequestLabels {
                 account_id: account_id.clone(),
@@ -119,9 +133,73 @@ impl Metrics {
             saving_dropped: Counter::default(),
             invalid_images: Family::default(),
             unusable_ids: Family::default(),
+            accounts: std::sync::Mutex::new(HashMap::new()),
+            forget_after: Duration::MAX,
             saving_limit,
             cutting_saving_series: AtomicBool::new(false),
         }
+    }
+
+    /// Series of accounts that have been gone from every cycle for longer than `after` are
+    /// removed, so churn cannot grow them without bound.
+    pub fn forgetting_after(mut self, after: Duration) -> Self {
+        self.forget_after = after;
+        self
+    }
+
+    fn lock_accounts(&self) -> std::sync::MutexGuard<'_, HashMap<String, AccountSeries>> {
+        self.accounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes the accounts of `snapshot` as seen at `now` and removes the series of those gone
+    /// for longer than the stale period.
+    fn forget_gone_accounts(&self, snapshot: &Snapshot, now: SystemTime) {
+        let mut accounts = self.lock_accounts();
+        let present = snapshot
+            .zones
+            .keys()
+            .map(|(account, _)| account)
+            .chain(snapshot.zones_discovery.keys());
+        for account in present {
+            accounts
+                .entry(bounded(account))
+                .or_insert_with(|| AccountSeries {
+                    seen: now,
+                    requests: HashSet::new(),
+                })
+                .seen = now;
+        }
+        accounts.retain(|account_id, series| {
+            let gone_for = now.duration_since(series.seen).unwrap_or(Duration::ZERO);
+            if gone_for <= self.forget_after {
+                return true;
+            }
+            let account_id = Some(account_id.clone());
+            for (endpoint, code) in &series.requests {
+                self.requests.remove(&RequestLabels {
+                    account_id: account_id.clone(),
+                    endpoint: *endpoint,
+                    code: *code,
+                });
+                self.latency.remove(&EndpointLabels {
+                    account_id: account_id.clone(),
+                    endpoint: *endpoint,
+                });
+            }
+            for reason in [
+                ImageProblem::Malformed,
+                ImageProblem::Duplicate,
+                ImageProblem::BadCreated,
+            ] {
+                self.invalid_images.remove(&ProblemLabels {
+                    account_id: account_id.clone().unwrap_or_default(),
+                    reason,
+                });
+            }
+            false
+        });
     }
 
     /// Encodes a finished cycle (or, before the first, nothing but self-metrics) with the
@@ -130,6 +208,7 @@ impl Metrics {
         let mut registry = Registry::default();
         if let Some(snapshot) = snapshot {
             // Counted before the counters are registered, so this exposition includes them.
+            self.forget_gone_accounts(snapshot, now);
             self.count_image_problems(snapshot);
             for (endpoint, n) in &snapshot.unusable_ids {
                 self.unusable_ids
@@ -251,6 +330,15 @@ impl Metrics {
             self.invalid_images.clone(),
         );
     }
+}
+
+/// What the metrics know of one account's lasting series.
+#[derive(Debug)]
+struct AccountSeries {
+    /// The end of the latest cycle that had the account.
+    seen: SystemTime,
+    /// The endpoint and code of every request series it has.
+    requests: HashSet<(Endpoint, Code)>,
 }
 
 /// One SAVING image chosen for a series of its own.
