@@ -23,6 +23,9 @@ pub struct CollectorSettings {
     /// Fixed zones for every account; empty means discover each account's zones.
     pub zones: Vec<String>,
     pub interval: Duration,
+    /// Every cycle ends this long after it began, whatever the API does: steps still
+    /// running then fail with the error kind `deadline`.
+    pub cycle_timeout: Duration,
     pub stale_after: Duration,
     /// Collect only this shard of the accounts.
     pub shard: Option<Shard>,
@@ -34,6 +37,7 @@ impl CollectorSettings {
             accounts: config.accounts.clone(),
             zones: config.zones.clone(),
             interval: config.interval,
+            cycle_timeout: config.cycle_timeout,
             stale_after: config.stale_after,
             shard: config.shard,
         }
@@ -133,7 +137,8 @@ impl Collection {
     pub async fn run_cycle(&mut self) -> Arc<Snapshot> {
         let started = Instant::now();
         self.cycles += 1;
-        let mut current = self.collect().await;
+        let deadline = started + self.settings.cycle_timeout;
+        let mut current = self.collect(deadline).await;
         current.cycle = self.cycles;
         current.duration = started.elapsed();
         current.credentials = self.client.credentials();
@@ -147,7 +152,7 @@ impl Collection {
         current
     }
 
-    async fn collect(&self) -> Snapshot {
+    async fn collect(&self, deadline: Instant) -> Snapshot {
         let mut snapshot = Snapshot::default();
         let mut tasks = JoinSet::new();
         let mut seen = HashSet::new();
@@ -163,7 +168,7 @@ impl Collection {
             if owned && seen.insert(account.clone()) {
                 let client = self.client.clone();
                 let zones = self.settings.zones.clone();
-                tasks.spawn(probe_account(client, account, zones));
+                tasks.spawn(probe_account(client, account, zones, deadline));
             }
         };
         if self.settings.accounts.is_empty() {
@@ -172,13 +177,10 @@ impl Collection {
             let (found, mut arrivals) = mpsc::unbounded_channel();
             let discovery = async move {
                 let started = Instant::now();
-                let result = self
-                    .client
-                    .list_open_accounts(|account| {
-                        let _ = found.send(account);
-                    })
-                    .await;
-                outcome_of(result, started).0
+                let listing = self.client.list_open_accounts(|account| {
+                    let _ = found.send(account);
+                });
+                outcome_of(by_deadline(deadline, listing).await, started).0
             };
             let spawning = async {
                 while let Some(account) = arrivals.recv().await {
@@ -246,10 +248,12 @@ async fn probe_account(
     client: Arc<ApiClient>,
     account: String,
     fixed_zones: Vec<String>,
+    deadline: Instant,
 ) -> AccountReport {
     let (zones_discovery, zones) = if fixed_zones.is_empty() {
         let started = Instant::now();
-        let (outcome, zones) = outcome_of(client.list_zones(&account).await, started);
+        let listing = by_deadline(deadline, client.list_zones(&account)).await;
+        let (outcome, zones) = outcome_of(listing, started);
         let mut zones = zones.unwrap_or_default();
         // A zone the list names twice is still one zone, probed once.
         let mut seen = HashSet::new();
@@ -261,7 +265,9 @@ async fn probe_account(
     // An empty zone id would send `zone=`, which asks for no zone in particular.
     let (zones, unusable_zones): (Vec<String>, Vec<String>) =
         zones.into_iter().partition(|zone| !zone.trim().is_empty());
-    let probes = zones.iter().map(|zone| probe_zone(&client, &account, zone));
+    let probes = zones
+        .iter()
+        .map(|zone| probe_zone(&client, &account, zone, deadline));
     let states = futures_util::future::join_all(probes).await;
     AccountReport {
         zones: zones.into_iter().zip(states).collect(),
@@ -272,7 +278,7 @@ async fn probe_account(
 }
 
 /// Both image types of one account and zone; the probe succeeds only if both do.
-async fn probe_zone(client: &ApiClient, account: &str, zone: &str) -> ZoneState {
+async fn probe_zone(client: &ApiClient, account: &str, zone: &str, deadline: Instant) -> ZoneState {
     let started = Instant::now();
     let fetch = |image_type: ImageType| async move {
         let mut list = ListCount::new(image_type);
@@ -281,14 +287,17 @@ async fn probe_zone(client: &ApiClient, account: &str, zone: &str) -> ZoneState 
             .await
             .map(|()| list.finish())
     };
-    let (base, server) = tokio::join!(fetch(ImageType::Base), fetch(ImageType::Server));
-    let result = match (base, server) {
-        (Ok(mut base), Ok(server)) => {
-            base.merge(server);
-            Ok(base)
+    let both = async {
+        let (base, server) = tokio::join!(fetch(ImageType::Base), fetch(ImageType::Server));
+        match (base, server) {
+            (Ok(mut base), Ok(server)) => {
+                base.merge(server);
+                Ok(base)
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
         }
-        (Err(e), _) | (_, Err(e)) => Err(e),
     };
+    let result = by_deadline(deadline, both).await;
     let (outcome, inventory) = outcome_of(result, started);
     let success = outcome.success;
     ZoneState {
@@ -296,6 +305,17 @@ async fn probe_zone(client: &ApiClient, account: &str, zone: &str) -> ZoneState 
         inventory: inventory.map(Arc::new),
         last_success: success.then(SystemTime::now),
     }
+}
+
+/// `step`'s result, or [`ApiError::Deadline`] once the cycle's deadline has passed: the
+/// step's requests, their retries and their waits for a slot are dropped with it.
+async fn by_deadline<T>(
+    deadline: Instant,
+    step: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout_at(deadline, step)
+        .await
+        .unwrap_or(Err(ApiError::Deadline))
 }
 
 fn outcome_of<T>(result: Result<T, ApiError>, started: Instant) -> (Outcome, Option<T>) {

@@ -136,6 +136,14 @@ pub const TIMEOUT: Setting<Duration> = Setting {
     parse: |text| duration_within(text, TENTH, HOUR),
     secret: false,
 };
+pub const CYCLE_TIMEOUT: Setting<Duration> = Setting {
+    name: "FLEXCLOUD_CYCLE_TIMEOUT",
+    default: DefaultValue::Described("the interval"),
+    help: "every cycle ends this long after it began; steps still running fail as deadline (1s to the interval)",
+    expected: "a duration from 1s to 24h, at most FLEXCLOUD_INTERVAL, such as 50s",
+    parse: |text| duration_within(text, SECOND, DAY),
+    secret: false,
+};
 pub const CONNECT_TIMEOUT: Setting<Duration> = Setting {
     name: "FLEXCLOUD_CONNECT_TIMEOUT",
     default: DefaultValue::Value("5s"),
@@ -274,6 +282,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     ACCOUNTS.doc(),
     ZONES.doc(),
     INTERVAL.doc(),
+    CYCLE_TIMEOUT.doc(),
     TIMEOUT.doc(),
     CONNECT_TIMEOUT.doc(),
     CONCURRENCY.doc(),
@@ -341,6 +350,7 @@ pub struct Config {
     pub accounts: Vec<String>,
     pub zones: Vec<String>,
     pub interval: Duration,
+    pub cycle_timeout: Duration,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub concurrency: usize,
@@ -593,6 +603,17 @@ fn build(env: &Env, access: ApiAccess, defaults: ModeDefaults) -> Result<Config,
         (None, Some(interval)) => interval,
         _ => env.required(&INTERVAL)?,
     };
+    let cycle_timeout = env.get(&CYCLE_TIMEOUT)?.unwrap_or(interval);
+    if cycle_timeout > interval {
+        return Err(ConfigError::Conflict {
+            var: CYCLE_TIMEOUT.name,
+            problem: format!(
+                "must be at most FLEXCLOUD_INTERVAL ({}), so a cycle ends before the next is due; got {}",
+                humantime::format_duration(interval),
+                humantime::format_duration(cycle_timeout)
+            ),
+        });
+    }
     let timeout = env
         .get(&TIMEOUT)?
         .unwrap_or_else(|| DEFAULT_TIMEOUT.min(interval / 2));
@@ -617,6 +638,7 @@ fn build(env: &Env, access: ApiAccess, defaults: ModeDefaults) -> Result<Config,
         accounts: env.get(&ACCOUNTS)?.unwrap_or_default(),
         zones: env.get(&ZONES)?.unwrap_or_default(),
         interval,
+        cycle_timeout,
         timeout,
         connect_timeout: env.required(&CONNECT_TIMEOUT)?,
         concurrency: env.required(&CONCURRENCY)?,
@@ -1150,6 +1172,22 @@ mod tests {
         let c = with(&[("FLEXCLOUD_INTERVAL", "5s")]).unwrap();
         assert_eq!(c.timeout, Duration::from_millis(2500));
         assert_eq!(with(&[]).unwrap().timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_cycle_timeout_is_the_interval_unless_shorter() {
+        assert_eq!(with(&[]).unwrap().cycle_timeout, Duration::from_secs(60));
+        let c = with(&[("FLEXCLOUD_CYCLE_TIMEOUT", "50s")]).unwrap();
+        assert_eq!(c.cycle_timeout, Duration::from_secs(50));
+        let err = with(&[("FLEXCLOUD_CYCLE_TIMEOUT", "61s")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "FLEXCLOUD_CYCLE_TIMEOUT is invalid: must be at most FLEXCLOUD_INTERVAL (1m)"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub enum ApiError {
     Invalid { status: u16, reason: InvalidReason },
     #[error("credentials are suspended after a 401; not sent until the back-off wait is over")]
     CredentialsSuspended,
+    #[error("the cycle's deadline passed first (FLEXCLOUD_CYCLE_TIMEOUT)")]
+    Deadline,
     #[error("cannot build the HTTP client")]
     Build(#[source] reqwest::Error),
 }
@@ -55,6 +57,8 @@ pub enum ErrorKind {
     InvalidResponse,
     /// Nothing was sent: the credential gate holds the credentials back after a 401.
     CredentialsSuspended,
+    /// The cycle ended before the step did.
+    Deadline,
 }
 
 impl ErrorKind {
@@ -65,6 +69,7 @@ impl ErrorKind {
             ErrorKind::HttpStatus => "http_status",
             ErrorKind::InvalidResponse => "invalid_response",
             ErrorKind::CredentialsSuspended => "credentials_suspended",
+            ErrorKind::Deadline => "deadline",
         }
     }
 }
@@ -77,7 +82,7 @@ impl ApiError {
             ApiError::Connect(_) => Some(Code::ConnectError),
             ApiError::Status { status, .. } => Some(Code::Status(*status)),
             ApiError::Invalid { .. } => Some(Code::InvalidResponse),
-            ApiError::CredentialsSuspended | ApiError::Build(_) => None,
+            ApiError::CredentialsSuspended | ApiError::Deadline | ApiError::Build(_) => None,
         }
     }
 
@@ -88,6 +93,7 @@ impl ApiError {
             ApiError::Status { .. } => ErrorKind::HttpStatus,
             ApiError::Invalid { .. } => ErrorKind::InvalidResponse,
             ApiError::CredentialsSuspended => ErrorKind::CredentialsSuspended,
+            ApiError::Deadline => ErrorKind::Deadline,
         }
     }
 

@@ -217,6 +217,15 @@ impl Harness {
         self.pipeline.take().expect("the pipeline is still here")
     }
 
+    /// Runs one cycle and returns what it found.
+    pub async fn snapshot_cycle(&mut self) -> Arc<flexcloud_exporter::snapshot::Snapshot> {
+        self.pipeline
+            .as_mut()
+            .expect("the pipeline was not taken")
+            .run_cycle()
+            .await
+    }
+
     /// Runs one cycle and returns the metrics it published.
     pub async fn cycle(&mut self) -> Metrics {
         self.pipeline
