@@ -717,14 +717,15 @@ pub fn read_password_file(path: &std::path::Path) -> Result<SecretString, Config
         expected,
         value: path.display().to_string(),
     };
-    let file = std::fs::File::open(path).map_err(file_error)?;
-    let metadata = file.metadata().map_err(file_error)?;
+    // Checked before opening: opening a FIFO would wait for a writer, a device could block.
+    let metadata = std::fs::metadata(path).map_err(file_error)?;
     if !metadata.is_file() {
         return Err(invalid("a regular file holding the password"));
     }
     if metadata.len() > MAX_PASSWORD_FILE_BYTES {
         return Err(invalid("a file of at most 4 KiB holding the password"));
     }
+    let file = std::fs::File::open(path).map_err(file_error)?;
     let mut text = String::new();
     // Bounded again while reading: the file may grow between the check and the read.
     file.take(MAX_PASSWORD_FILE_BYTES + 1)
