@@ -138,10 +138,14 @@ impl Collection {
         let started = Instant::now();
         self.cycles += 1;
         let deadline = started + self.settings.cycle_timeout;
+        self.client.begin_cycle();
         let mut current = self.collect(deadline).await;
+        self.client.end_cycle();
         current.cycle = self.cycles;
         current.duration = started.elapsed();
         current.credentials = self.client.credentials();
+        current.held_accounts = self.client.held_accounts();
+        current.up = current.reached_api_with_valid_credentials();
         let now = SystemTime::now();
         current.completed_at = Some(now);
         snapshot::carry_over(&self.previous, &mut current, now, self.settings.stale_after);
@@ -216,7 +220,6 @@ impl Collection {
                 .insert(Endpoint::Accounts, unusable_accounts);
         }
         snapshot.unusable_ids.retain(|_, n| *n > 0);
-        snapshot.up = snapshot.reached_api_with_valid_credentials();
         snapshot
     }
 

@@ -66,6 +66,11 @@ impl EncodeLabelValue for ImageProblem {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccountLabels {
+    account_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StepOnlyLabels {
     endpoint: Endpoint,
 }
@@ -227,6 +232,19 @@ impl Metrics {
             "Time the exporter waits before sending credentials again after the API rejected them (0 when not backing off)",
             Unit::Seconds,
             ConstGauge::new(backoff.as_secs_f64()),
+        );
+        let held = Family::<AccountLabels, FloatGauge>::default();
+        for (account, state) in snapshot.iter().flat_map(|s| &s.held_accounts) {
+            held.get_or_create(&AccountLabels {
+                account_id: bounded(account),
+            })
+            .set(state.wait().as_secs_f64());
+        }
+        registry.register_with_unit(
+            "flexcloud_account_credential_backoff",
+            "Time the exporter waits before sending credentials for this account again after a 401 that concerned it only; the other accounts go on",
+            Unit::Seconds,
+            held,
         );
         register_build_info(&mut registry);
         let mut text = String::new();

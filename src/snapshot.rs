@@ -301,6 +301,8 @@ pub struct Snapshot {
     pub up: bool,
     /// The credential gate at the end of the cycle.
     pub credentials: CredentialState,
+    /// Accounts whose credentials are held back on their own after a 401 for them only.
+    pub held_accounts: BTreeMap<String, CredentialState>,
     /// Ids the API listed that were never asked for (empty, `.` or `..`), by the step that
     /// listed them.
     pub unusable_ids: BTreeMap<Endpoint, u64>,
@@ -328,14 +330,13 @@ impl Snapshot {
             .chain(self.zones.values().filter_map(|z| z.probe.as_ref()))
     }
 
-    /// Whether any step of the cycle got a 401.
-    pub fn rejected_credentials(&self) -> bool {
-        self.outcomes().any(|o| o.http_status == 401)
-    }
-
-    /// Some step got an answer from the API and none was a 401.
+    /// Some step got an answer from the API other than a 401, and the credentials are not
+    /// held back (a 401 for one account only leaves them valid for the others).
     pub fn reached_api_with_valid_credentials(&self) -> bool {
-        !self.rejected_credentials() && self.outcomes().any(|o| o.success || o.http_status != 0)
+        self.credentials == CredentialState::Accepted
+            && self
+                .outcomes()
+                .any(|o| o.success || (o.http_status != 0 && o.http_status != 401))
     }
 
     /// Every failed step, named for people (`accounts`, `ACCOUNT zones`, `ACCOUNT ZONE`),

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Harness, PASSWORD, USER};
+use common::{Harness, Metrics, PASSWORD, USER};
 use flexcloud_sim::{Fault, FaultAction, Scenario};
 
 fn fleet() -> Scenario {
@@ -361,37 +361,106 @@ async fn zones_are_discovered_per_account_unless_configured() {
 }
 
 #[tokio::test]
-async fn bad_credentials_are_401_once_then_suspended_and_up_is_0() {
+async fn a_wrong_password_costs_two_rejected_requests_then_nothing_is_sent() {
     let scenario = fleet();
     let mut h = Harness::start(
         scenario,
         &[
             ("FLEXCLOUD_ACCOUNTS", "acme,globex"),
-            ("FLEXCLOUD_CONCURRENCY", "1"),
+            ("FLEXCLOUD_CONCURRENCY", "8"),
         ],
     )
     .await;
     h.sim.update(|s| s.users[0].password = "rotated".into());
     let m = h.cycle().await;
     assert_eq!(m.value("flexcloud_up", &[]), 0.0);
-    // One request got the 401; the credentials were not sent again in the cycle, so the
-    // other account's step is suspended: it shows no HTTP status, since none arrived.
-    let mut statuses: Vec<f64> = m
+    // One request went alone, got a 401; a second, alone too, confirmed it: two requests,
+    // both rejected, whatever the concurrency.
+    let statuses: Vec<f64> = m
         .series("flexcloud_discovery_http_status_code", &[("step", "zones")])
         .iter()
         .map(|(_, v)| *v)
         .collect();
-    statuses.sort_by(f64::total_cmp);
-    assert_eq!(statuses, [0.0, 401.0]);
-    assert_eq!(h.sim.requests().len(), 1);
+    assert_eq!(statuses, [401.0, 401.0]);
+    assert_eq!(h.sim.requests().len(), 2);
     let rejected: f64 = m
         .series("flexcloud_api_requests_total", &[("code", "401")])
         .iter()
         .map(|(_, v)| v)
         .sum();
-    assert_eq!(rejected, 1.0);
+    assert_eq!(rejected, 2.0);
     assert!(m.series(IMAGES, &[]).is_empty());
-    assert!(m.value("flexcloud_credential_backoff_seconds", &[]) > 0.0);
+    assert_eq!(m.value("flexcloud_credential_backoff_seconds", &[]), 120.0);
+
+    // Held back: the next cycle sends nothing, and says so without claiming a 401.
+    let held = h.cycle().await;
+    assert_eq!(h.sim.requests().len(), 2);
+    let statuses: Vec<f64> = held
+        .series("flexcloud_discovery_http_status_code", &[("step", "zones")])
+        .iter()
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(statuses, [0.0, 0.0]);
+    assert_eq!(held.value("flexcloud_up", &[]), 0.0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_401_for_one_account_is_reported_on_it_and_does_not_stop_the_others() {
+    let scenario = fleet().account("locked", &["TAMPA"]).fault(Fault::on(
+        "/accounts/locked/*",
+        FaultAction::Status {
+            status: 401,
+            body: None,
+            retry_after: None,
+        },
+    ));
+    let scenario = Scenario {
+        users: vec![],
+        ..scenario
+    }
+    .user(USER, PASSWORD, &["acme", "globex", "locked"]);
+    let mut h = Harness::start(scenario, &[("FLEXCLOUD_ACCOUNTS", "acme,globex,locked")]).await;
+    let m = h.cycle().await;
+    let zones = |m: &Metrics, account: &str| {
+        m.value(
+            "flexcloud_discovery_http_status_code",
+            &[("account_id", account), ("step", "zones")],
+        )
+    };
+    assert_eq!(zones(&m, "locked"), 401.0);
+    assert_eq!(zones(&m, "acme"), 200.0);
+    assert_eq!(zones(&m, "globex"), 200.0);
+    assert_eq!(m.value("flexcloud_up", &[]), 1.0, "the credentials work");
+    assert_eq!(m.value("flexcloud_credential_backoff_seconds", &[]), 0.0);
+    assert_eq!(
+        m.value(
+            "flexcloud_account_credential_backoff_seconds",
+            &[("account_id", "locked")]
+        ),
+        120.0
+    );
+    assert_eq!(
+        m.value(
+            "flexcloud_probe_success",
+            &[("account_id", "acme"), ("zone_id", "TAMPA")]
+        ),
+        1.0
+    );
+    // The next cycle leaves that account alone and reads the others.
+    let next = h.cycle().await;
+    assert_eq!(zones(&next, "locked"), 0.0);
+    assert_eq!(zones(&next, "globex"), 200.0);
+    let to_locked = h
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/accounts/locked/"))
+        .count();
+    assert_eq!(
+        to_locked, 1,
+        "one rejected request for that account in two cycles"
+    );
     h.stop().await;
 }
 

@@ -127,6 +127,22 @@ impl ApiClient {
         self.gate.state()
     }
 
+    /// The accounts held back on their own after a 401 that concerned only them.
+    pub fn held_accounts(&self) -> std::collections::BTreeMap<String, CredentialState> {
+        self.gate.account_states()
+    }
+
+    /// A cycle begins: until the API accepts the credentials in it, one request at a time
+    /// carries them.
+    pub fn begin_cycle(&self) {
+        self.gate.begin_cycle();
+    }
+
+    /// The cycle is over: a 401 nothing could confirm or clear rejects the credentials.
+    pub fn end_cycle(&self) {
+        self.gate.end_cycle();
+    }
+
     /// Calls `on_account` for every `open` account the credentials can read, page by
     /// page as the pages arrive.
     pub async fn list_open_accounts(
@@ -334,13 +350,18 @@ impl ApiClient {
         // The semaphore is never closed, so acquiring only waits.
         let _permit = self.limiter.acquire().await.ok();
         // Asked after the wait: a 401 may have arrived while this request queued.
-        let pass = self.gate.admit().ok_or(ApiError::CredentialsSuspended)?;
+        let pass = self
+            .gate
+            .admit(account)
+            .await
+            .map_err(|_| ApiError::CredentialsSuspended)?;
         let started = Instant::now();
         let result = self.exchange(url).await;
         match &result {
-            Err(e) if e.http_status() == 401 => self.gate.rejected(pass),
-            Err(e) if e.http_status() == 0 => {}
-            _ => self.gate.accepted(pass),
+            Err(e) if e.http_status() == 401 => pass.rejected(),
+            // No answer: the credentials were not judged; the pass lets the next one go.
+            Err(e) if e.http_status() == 0 => drop(pass),
+            _ => pass.accepted(),
         }
         // A 200 is reported once its body has been parsed (see `Reply::Body`).
         let code = match &result {
