@@ -51,13 +51,13 @@ async fn try_scrape(base: &str) -> Option<Metrics> {
     Some(Metrics::parse(&response.text().await.ok()?))
 }
 
-/// Sends SIGTERM, as an orchestrator stops a container.
-fn terminate(child: &Child) {
+/// Sends `signal` (`TERM`, as an orchestrator stops a container, or `INT`, as Ctrl-C).
+fn send_signal(child: &Child, signal: &str) {
     let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .expect("kill runs");
-    assert!(sent.success(), "SIGTERM sent");
+    assert!(sent.success(), "SIG{signal} sent");
 }
 
 /// A folder of its own for one test's files, removed when the test ends.
@@ -222,9 +222,9 @@ struct Stopped {
     log: String,
 }
 
-/// Starts the binary (over TLS with `pki`), opens stragglers, sends SIGTERM and waits for the
+/// Starts the binary (over TLS with `pki`), opens stragglers, sends `signal` and waits for the
 /// exit, watching when new connections are refused.
-async fn stop_with_stragglers(pki: Option<&Pki>) -> Stopped {
+async fn stop_with_stragglers(pki: Option<&Pki>, signal: &str) -> Stopped {
     let sim = Simulator::start_local(fleet()).await.unwrap();
     let url = sim.url();
     let dir = TempDir::new("shutdown");
@@ -241,7 +241,7 @@ async fn stop_with_stragglers(pki: Option<&Pki>) -> Stopped {
         None => plain_stragglers(address).await,
     };
     let sent = Instant::now();
-    terminate(&exporter.child);
+    send_signal(&exporter.child, signal);
     let mut refused_after = None;
     let status = loop {
         if let Some(status) = exporter.child.try_wait().unwrap() {
@@ -271,15 +271,23 @@ async fn stop_with_stragglers(pki: Option<&Pki>) -> Stopped {
 
 #[tokio::test]
 async fn sigterm_with_half_a_request_head_open_exits_0() {
-    let stopped = stop_with_stragglers(None).await;
+    let stopped = stop_with_stragglers(None, "TERM").await;
     assert_eq!(stopped.code, Some(0), "{}", stopped.log);
     assert!(stopped.log.contains("shutting down"), "{}", stopped.log);
+    assert!(!stopped.log.contains(PASSWORD));
 }
 
 #[tokio::test]
 async fn sigterm_with_half_a_request_head_open_inside_tls_exits_0() {
     let pki = pki();
-    let stopped = stop_with_stragglers(Some(&pki)).await;
+    let stopped = stop_with_stragglers(Some(&pki), "TERM").await;
+    assert_eq!(stopped.code, Some(0), "{}", stopped.log);
+    assert!(!stopped.log.contains(PASSWORD));
+}
+
+#[tokio::test]
+async fn sigint_with_half_a_request_head_open_exits_0() {
+    let stopped = stop_with_stragglers(None, "INT").await;
     assert_eq!(stopped.code, Some(0), "{}", stopped.log);
 }
 
@@ -288,7 +296,7 @@ async fn sigterm_with_half_a_request_head_open_inside_tls_exits_0() {
 async fn sigterm_with_stragglers_open_stops_accepting_at_once_and_exits_0_within_10_s() {
     let pki = pki();
     for (scheme, pki) in [("http", None), ("https", Some(&pki))] {
-        let stopped = stop_with_stragglers(pki).await;
+        let stopped = stop_with_stragglers(pki, "TERM").await;
         eprintln!(
             "{scheme}: exit {:?} {:?} after SIGTERM; new connections refused after {:?}",
             stopped.code, stopped.took, stopped.refused_after
@@ -531,6 +539,60 @@ async fn beyond_the_connection_limit_new_connections_are_closed_at_once_counted_
     );
     assert_eq!(warnings[0]["limit"], 64);
     assert_eq!(warnings[0]["refused"], 1);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn the_connection_limit_holds_for_tls_connections_too() {
+    let pki = pki();
+    let dir = TempDir::new("tls-limit");
+    let web = tls_web_config(&dir, &pki).display().to_string();
+    let sim = Simulator::start_local(fleet()).await.unwrap();
+    let mut exporter = Running::start(
+        &binary_env(
+            &sim.url(),
+            &[
+                ("FLEXCLOUD_WEB_CONFIG_FILE", &web),
+                ("FLEXCLOUD_WEB_MAX_CONNECTIONS", "8"),
+            ],
+        ),
+        &[],
+    );
+    let address = exporter.address();
+    // Connections that never begin their handshake hold their slots as long as idle ones.
+    let mut idle = tokio::task::spawn_blocking(move || open_idle(address, 20))
+        .await
+        .unwrap();
+    let closed = eventually("the connections beyond 8 to be closed", || {
+        let closed = closed_by_server(&mut idle);
+        async move { (closed >= 12).then_some(closed) }
+    })
+    .await;
+    assert_eq!(closed, 12, "the first 8 stay open");
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    assert!(
+        tls_connector(&pki).connect(name, tcp).await.is_err(),
+        "a handshake beyond the limit fails"
+    );
+
+    drop(idle);
+    let client = client()
+        .add_root_certificate(reqwest::Certificate::from_der(&pki.ca).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://{address}/metrics");
+    let metrics = eventually(
+        "an HTTPS scrape once the idle connections closed",
+        || async {
+            let response = client.get(&url).send().await.ok()?;
+            (response.status() == StatusCode::OK)
+                .then_some(Metrics::parse(&response.text().await.ok()?))
+        },
+    )
+    .await;
+    assert!(metrics.value("flexcloud_web_connections_rejected_total", &[]) >= 13.0);
+    assert_eq!(events(&exporter.log(), REFUSING)[0]["limit"], 8);
     sim.stop().await;
 }
 
@@ -885,7 +947,9 @@ async fn valid_login_during_a_flood() -> (StatusCode, Duration, BTreeMap<String,
     let (status, took) = login(&elsewhere, &g.base, USER, PASSWORD).await;
     let answers = flood.answers();
     drop(flood);
-    drop(g.exporter);
+    let mut exporter = g.exporter;
+    assert!(!exporter.log().contains(PASSWORD));
+    drop(exporter);
     g.sim.stop().await;
     (status, took, answers)
 }
@@ -966,6 +1030,36 @@ async fn metrics_answers_openmetrics_only_to_clients_that_ask_for_it_by_name() {
             );
             assert!(!body.contains("# EOF"), "{accept:?}");
         }
+    }
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn an_accept_header_split_over_two_field_lines_is_read_as_one_list() {
+    // RFC 9110 section 5.3: field lines of one name mean their values joined by commas.
+    let sim = Simulator::start_local(fleet()).await.unwrap();
+    let mut exporter = Running::start(&binary_env(&sim.url(), &[]), &[]);
+    let base = format!("http://{}", exporter.address());
+    let client = client().build().unwrap();
+    for (lines, openmetrics) in [
+        (["text/plain;q=0.1", "application/openmetrics-text"], true),
+        (["application/openmetrics-text", "text/plain"], true),
+        (["application/openmetrics-text;q=0.1", "text/plain"], false),
+    ] {
+        let response = client
+            .get(format!("{base}/metrics"))
+            .header("Accept", lines[0])
+            .header("Accept", lines[1])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert_eq!(
+            content_type.starts_with("application/openmetrics-text"),
+            openmetrics,
+            "{lines:?}: {content_type}"
+        );
     }
     sim.stop().await;
 }
