@@ -374,3 +374,53 @@ async fn two_long_ids_that_share_their_first_128_characters_keep_their_own_serie
     }
     h.stop().await;
 }
+
+#[tokio::test]
+async fn image_lists_are_asked_for_compressed_and_read_the_same() {
+    let mut h = Harness::start(zone_of(1_000), &[("FLEXCLOUD_ACCOUNTS", "acme")]).await;
+    let m = h.cycle().await;
+    assert_eq!(images(&m, "ACTIVE", "SERVER"), 1_000.0);
+    for request in h.sim.requests() {
+        assert!(
+            request
+                .accept_encoding
+                .as_deref()
+                .is_some_and(|e| e.contains("gzip")),
+            "{request:?}"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_zip_bomb_is_cut_at_the_body_cap_counted_in_decoded_bytes() {
+    let scenario = zone_of(3).fault(
+        Fault::on(
+            "/accounts/acme/flexcloud/images/detail",
+            FaultAction::GzipBomb {
+                decoded_bytes: 1 << 32,
+            },
+        )
+        .with_query("type=SERVER"),
+    );
+    let mut h = Harness::start(
+        scenario,
+        &[
+            ("FLEXCLOUD_ACCOUNTS", "acme"),
+            ("FLEXCLOUD_MAX_BODY_BYTES", "1048576"),
+        ],
+    )
+    .await;
+    let snapshot = h.snapshot_cycle().await;
+    let probe = snapshot.zones[&("acme".to_string(), "TAMPA".to_string())]
+        .probe
+        .clone()
+        .unwrap();
+    assert!(!probe.success);
+    let detail = probe.detail.unwrap_or_default();
+    assert!(
+        detail.contains("body is larger than 1048576 bytes"),
+        "{detail}"
+    );
+    h.stop().await;
+}

@@ -35,6 +35,11 @@ pub(super) async fn inject(
             query: query.clone(),
             user: basic_user(req.headers()).map(|(user, _)| user),
             sent_credentials: req.headers().contains_key(header::AUTHORIZATION),
+            accept_encoding: req
+                .headers()
+                .get(header::ACCEPT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from),
         },
     );
     let (latency, fault) = {
@@ -108,6 +113,13 @@ async fn apply(action: FaultAction, req: Request, next: Next) -> Response {
         )
             .into_response(),
         FaultAction::Oversized { bytes } => json_200(oversized_body(bytes)),
+        FaultAction::GzipBomb { decoded_bytes } => {
+            let mut response = json_200(gzip_bomb(decoded_bytes));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_ENCODING, header::HeaderValue::from_static("gzip"));
+            response
+        }
         FaultAction::Drip { interval, chunk_bytes } => {
             let (parts, body) = next.run(req).await.into_parts();
             let Ok(collected) = body.collect().await else {
@@ -187,6 +199,54 @@ async fn close_connection(control: Option<ConnectionControl>, reset: bool) -> Re
 
 /// A body of exactly `bytes` bytes that starts like an image list and goes on with
 /// well-formed images, produced lazily so the simulator itself stays small.
+/// The oversized body, gzip-compressed as it is sent: only what the client reads is ever
+/// compressed, so the bomb costs the simulator what it costs the client.
+fn gzip_bomb(decoded_bytes: u64) -> Body {
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+    const PIECE: usize = 256 * 1024;
+    let padding = vec![b' '; PIECE];
+    let state = (GzEncoder::new(Vec::new(), Compression::best()), 0u64, false);
+    let chunks = stream::unfold(state, move |(mut encoder, written, done)| {
+        let padding = padding.clone();
+        async move {
+            if done {
+                return None;
+            }
+            if written >= decoded_bytes {
+                let tail = encoder.finish().unwrap_or_default();
+                return Some((
+                    Ok::<_, std::io::Error>(Bytes::from(tail)),
+                    (
+                        GzEncoder::new(Vec::new(), Compression::best()),
+                        written,
+                        true,
+                    ),
+                ));
+            }
+            // Compressing is the only work here: let the runtime's other tasks (in a test,
+            // the client itself) run between pieces.
+            tokio::task::yield_now().await;
+            let take = (decoded_bytes - written).min(PIECE as u64) as usize;
+            let piece: &[u8] = if written == 0 {
+                br#"{"images": ["#
+            } else {
+                &padding[..take]
+            };
+            encoder.write_all(piece).ok()?;
+            // Out now, not when the encoder's buffer fills: a client decodes as it reads.
+            encoder.flush().ok()?;
+            let compressed = std::mem::take(encoder.get_mut());
+            Some((
+                Ok(Bytes::from(compressed)),
+                (encoder, written + piece.len() as u64, false),
+            ))
+        }
+    });
+    Body::from_stream(chunks)
+}
+
 fn oversized_body(bytes: u64) -> Body {
     const HEAD: &[u8] = br#"{"images": ["#;
     const ITEM: &[u8] = br#"{"id": "9", "name": "padding", "status": "ACTIVE", "created": "2012-01-01T00:00:00", "zones": ["Z"]},"#;

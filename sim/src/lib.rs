@@ -50,6 +50,8 @@ pub struct RequestRecord {
     pub user: Option<String>,
     /// Whether any `Authorization` header was present.
     pub sent_credentials: bool,
+    /// The `Accept-Encoding` header, if any.
+    pub accept_encoding: Option<String>,
 }
 
 #[derive(Debug)]
@@ -245,6 +247,8 @@ impl Fleet {
 
 fn router(shared: Arc<Shared>) -> Router {
     handlers::routes()
+        // Inside the faults, so a fault that mangles an answer mangles what was sent.
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true))
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             faults::inject,

@@ -197,6 +197,9 @@ pub enum FaultAction {
     Html,
     /// A 200 whose body is `bytes` long: valid-looking JSON that never ends in time.
     Oversized { bytes: u64 },
+    /// A 200 with `Content-Encoding: gzip` whose body decodes to `decoded_bytes` of
+    /// valid-looking JSON while sending about a thousandth of that: a zip bomb.
+    GzipBomb { decoded_bytes: u64 },
     /// The normal answer, sent `chunk_bytes` at a time with `interval` between chunks.
     Drip {
         #[serde(with = "humantime_serde")]

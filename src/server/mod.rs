@@ -129,7 +129,14 @@ async fn add_headers(
 /// The latest cycle's pre-encoded bytes plus the process metrics, never waiting on the API.
 async fn serve_metrics(State(state): State<ServerState>, headers: HeaderMap) -> Response {
     let published = state.published.borrow().clone();
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    // Several Accept lines are one list (RFC 9110 5.3); a line that is not text is no range.
+    let accept: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let accept = (!accept.is_empty()).then(|| accept.join(", "));
+    let accept = accept.as_deref();
     let (scrape_text, scrape_openmetrics) = metrics::encode_scrape_time(Some(&state.endpoint));
     let (content_type, cycle, process) = match negotiate(accept) {
         Format::OpenMetrics => (
