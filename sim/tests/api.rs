@@ -39,8 +39,11 @@ struct Api {
 impl Api {
     async fn start(scenario: Scenario) -> Self {
         let sim = Simulator::start_local(scenario).await.unwrap();
+        // No gzip: these tests look at the bytes on the wire, and the workspace turns
+        // reqwest's gzip on for the exporter.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .no_gzip()
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap();
@@ -828,5 +831,43 @@ async fn the_admin_endpoints_change_the_api_while_it_runs() {
         .await
         .unwrap();
     assert_eq!(requests.as_array().unwrap().len(), 3);
+    api.sim.stop().await;
+}
+
+#[tokio::test]
+async fn answers_are_gzipped_for_clients_that_ask_and_faults_mangle_the_sent_bytes() {
+    let api = Api::start(fleet()).await;
+    let path = "/accounts/acme01/flexcloud/images/detail?zone=US-TAMPA-1&type=SERVER";
+    let plain = api.get(path).send().await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain: Value = serde_json::from_slice(&plain.bytes().await.unwrap()).unwrap();
+    let zipped = api
+        .get(path)
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    let wire = zipped.bytes().await.unwrap();
+    let mut decoded = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&wire[..]), &mut decoded)
+        .unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&decoded).unwrap(), plain);
+    api.sim.stop().await;
+
+    // A client that decodes gzip itself must still see a truncated answer fail.
+    let api = with_fault(FaultAction::Truncated).await;
+    let gzip_client = reqwest::Client::builder()
+        .gzip(true)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let response = gzip_client
+        .get(format!("{}{path}", api.sim.url()))
+        .basic_auth(USER, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.bytes().await.is_err());
     api.sim.stop().await;
 }
