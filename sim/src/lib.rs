@@ -68,6 +68,9 @@ struct Fleet {
 struct Shared {
     fleet: Mutex<Fleet>,
     log: Mutex<VecDeque<RequestRecord>>,
+    /// TCP connections accepted since start: a client that pools its connections opens
+    /// about as many as it has requests in flight, not one per request.
+    connections: std::sync::atomic::AtomicU64,
 }
 
 /// A running simulator and the handle to change it.
@@ -98,10 +101,11 @@ impl Simulator {
         let shared = Arc::new(Shared {
             fleet: Mutex::new(Fleet::new(scenario)),
             log: Mutex::new(VecDeque::new()),
+            connections: std::sync::atomic::AtomicU64::new(0),
         });
         let stop = Arc::new(Notify::new());
         let router = router(shared.clone());
-        let task = tokio::spawn(serve(listener, router, stop.clone()));
+        let task = tokio::spawn(serve(listener, router, shared.clone(), stop.clone()));
         Ok(Simulator {
             shared,
             addr,
@@ -164,6 +168,13 @@ impl Simulator {
     /// Every request seen so far (up to the log's capacity), oldest first.
     pub fn requests(&self) -> Vec<RequestRecord> {
         lock(&self.shared.log).iter().cloned().collect()
+    }
+
+    /// TCP connections accepted since start.
+    pub fn connections(&self) -> u64 {
+        self.shared
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Forgets the requests seen so far.
@@ -266,7 +277,7 @@ pub(crate) struct ConnectionControl {
 
 /// Accepts connections by hand (not `axum::serve`) so a fault can drop or reset the
 /// connection of the request it hits, which a handler alone cannot do.
-async fn serve(listener: TcpListener, router: Router, stop: Arc<Notify>) {
+async fn serve(listener: TcpListener, router: Router, shared: Arc<Shared>, stop: Arc<Notify>) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -276,6 +287,9 @@ async fn serve(listener: TcpListener, router: Router, stop: Arc<Notify>) {
         let Ok((stream, _peer)) = accepted else {
             continue;
         };
+        shared
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let control = ConnectionControl {
             close: Arc::new(Notify::new()),

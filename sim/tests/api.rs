@@ -850,8 +850,7 @@ async fn answers_are_gzipped_for_clients_that_ask_and_faults_mangle_the_sent_byt
     assert_eq!(zipped.headers()["content-encoding"], "gzip");
     let wire = zipped.bytes().await.unwrap();
     let mut decoded = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&wire[..]), &mut decoded)
-        .unwrap();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&wire[..]), &mut decoded).unwrap();
     assert_eq!(serde_json::from_slice::<Value>(&decoded).unwrap(), plain);
     api.sim.stop().await;
 
@@ -869,5 +868,24 @@ async fn answers_are_gzipped_for_clients_that_ask_and_faults_mangle_the_sent_byt
         .await
         .unwrap();
     assert!(response.bytes().await.is_err());
+    api.sim.stop().await;
+}
+
+#[tokio::test]
+async fn connections_are_counted_once_each_however_many_requests_they_carry() {
+    let api = Api::start(fleet()).await;
+    assert_eq!(api.sim.connections(), 0);
+    for _ in 0..3 {
+        api.json("/accounts").await;
+    }
+    assert_eq!(api.sim.connections(), 1, "one pooled keep-alive connection");
+    let fresh = reqwest::Client::builder().no_gzip().build().unwrap();
+    fresh
+        .get(format!("{}/accounts", api.sim.url()))
+        .basic_auth(USER, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.sim.connections(), 2, "a second client opens its own");
     api.sim.stop().await;
 }
