@@ -94,25 +94,34 @@ fn encode(c: &mut Criterion) {
     group.sample_size(20);
     for (accounts, zones) in [(5, 3), (500, 4)] {
         let (snapshot, api) = fleet(accounts, zones);
-        let size = api.encode(Some(&snapshot), SystemTime::now()).text.len();
-        group.throughput(Throughput::Bytes(size as u64));
+        let snapshot = Arc::new(snapshot);
+        let size = api
+            .encode(Some(snapshot.clone()), SystemTime::now())
+            .text
+            .len();
+        group.throughput(Throughput::Bytes(size));
         group.bench_function(
             BenchmarkId::from_parameter(format!("{accounts}x{zones}")),
-            |b| b.iter(|| api.encode(Some(black_box(&snapshot)), SystemTime::now())),
+            |b| b.iter(|| api.encode(Some(black_box(snapshot.clone())), SystemTime::now())),
         );
     }
     group.finish();
 }
 
-/// GET /metrics through the real router, the body read frame by frame (not copied).
-async fn scrape(router: &axum::Router) -> usize {
-    let request = Request::get("/metrics").body(Body::empty()).unwrap();
+/// GET /metrics through the real router, the body read frame by frame (not copied); with
+/// `gzip`, as Prometheus asks.
+async fn scrape(router: &axum::Router, gzip: bool) -> u64 {
+    let mut request = Request::get("/metrics");
+    if gzip {
+        request = request.header("Accept-Encoding", "gzip");
+    }
+    let request = request.body(Body::empty()).unwrap();
     let response = router.clone().oneshot(request).await.unwrap();
     let mut body = response.into_body();
     let mut len = 0;
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame.unwrap().into_data() {
-            len += data.len();
+            len += data.len() as u64;
         }
     }
     len
@@ -130,9 +139,10 @@ fn serve(c: &mut Criterion) {
     });
     for (accounts, zones) in [(5, 3), (500, 4)] {
         let (snapshot, api) = fleet(accounts, zones);
-        let exposition = api.encode(Some(&snapshot), SystemTime::now());
+        let snapshot = Arc::new(snapshot);
+        let exposition = api.encode(Some(snapshot.clone()), SystemTime::now());
         let (_tx, published) = tokio::sync::watch::channel(Arc::new(Published {
-            snapshot: Some(Arc::new(snapshot)),
+            snapshot: Some(snapshot),
             exposition,
         }));
         let router = server::router(ServerState {
@@ -144,12 +154,13 @@ fn serve(c: &mut Criterion) {
             }),
             endpoint: Arc::default(),
         });
-        let size = runtime.block_on(scrape(&router));
-        group.throughput(Throughput::Bytes(size as u64));
-        group.bench_function(
-            BenchmarkId::new("metrics", format!("{accounts}x{zones}")),
-            |b| b.iter(|| runtime.block_on(scrape(&router))),
-        );
+        for (name, gzip) in [("metrics", false), ("metrics_gzip", true)] {
+            let size = runtime.block_on(scrape(&router, gzip));
+            group.throughput(Throughput::Bytes(size));
+            group.bench_function(BenchmarkId::new(name, format!("{accounts}x{zones}")), |b| {
+                b.iter(|| runtime.block_on(scrape(&router, gzip)))
+            });
+        }
     }
     group.finish();
 }

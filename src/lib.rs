@@ -242,7 +242,19 @@ impl Pipeline {
 }
 
 fn publish(metrics: &Metrics, published: &watch::Sender<Arc<Published>>, snapshot: Arc<Snapshot>) {
-    let exposition = metrics.encode(Some(&snapshot), SystemTime::now());
+    let started = std::time::Instant::now();
+    let exposition = metrics.encode(Some(snapshot.clone()), SystemTime::now());
+    // Its own target, so the per-cycle figures can be turned on alone
+    // (FLEXCLOUD_LOG=info,flexcloud_exporter::exposition=debug).
+    tracing::debug!(
+        target: "flexcloud_exporter::exposition",
+        cycle = snapshot.cycle,
+        series = exposition.series,
+        bytes = exposition.text.len(),
+        gzip_bytes = exposition.text.gzip_len(),
+        encode_seconds = started.elapsed().as_secs_f64(),
+        "exposition encoded"
+    );
     published.send_replace(Arc::new(Published {
         snapshot: Some(snapshot),
         exposition,

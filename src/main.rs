@@ -142,7 +142,10 @@ async fn run(config: Config) -> Result<ExitCode, Error> {
 async fn once(config: Config) -> Result<ExitCode, Error> {
     let (snapshot, exposition) = Exporter::new(config)?.collect_once().await;
     let (process, _) = flexcloud_exporter::metrics::encode_scrape_time(None);
-    print!("{}{process}", String::from_utf8_lossy(&exposition.text));
+    print!(
+        "{}{process}",
+        String::from_utf8_lossy(&exposition.text.plain())
+    );
     if snapshot.all_succeeded() {
         eprintln!(
             "ok: {} accounts, {} zones, credentials accepted",

@@ -3,14 +3,7 @@
 use mediatype::names::{_STAR as STAR, APPLICATION, PLAIN, TEXT};
 use mediatype::{MediaTypeList, Name, ReadParams};
 
-/// The formats `/metrics` can answer in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// `text/plain; version=0.0.4`, the classic Prometheus text format.
-    Text,
-    /// `application/openmetrics-text; version=1.0.0`.
-    OpenMetrics,
-}
+pub use crate::metrics::Format;
 
 /// The format for an `Accept` header, as client_golang chooses and RFC 9110 reads it:
 /// OpenMetrics only when asked for by name (a wildcard means the classic text, as for curl's
@@ -67,6 +60,32 @@ pub fn negotiate(accept: Option<&str>) -> Format {
         }
         _ => Format::Text,
     }
+}
+
+/// Whether an `Accept-Encoding` list (the header's lines joined) takes gzip, as RFC 9110
+/// 12.5.3 reads it: `gzip` (or its alias `x-gzip`) by name, or `*` when gzip is not named,
+/// with a `q` above 0. No header means the plain body: RFC 9110 allows any coding then, but
+/// a client that sends none may not be able to decode one.
+pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+    let Some(list) = accept_encoding else {
+        return false;
+    };
+    let mut named: Option<u16> = None;
+    let mut star: Option<u16> = None;
+    for element in list.split(',') {
+        let mut parts = element.split(';');
+        let coding = parts.next().unwrap_or_default().trim();
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+            .map_or(1000, |(_, value)| quality(Some(value)));
+        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            named = Some(named.map_or(q, |before| before.max(q)));
+        } else if coding == "*" {
+            star = Some(q);
+        }
+    }
+    named.or(star).is_some_and(|q| q > 0)
 }
 
 /// RFC 9110: of the ranges that match a format, the most specific sets its `q`; between
@@ -211,5 +230,30 @@ mod tests {
         assert_eq!(quality(Some("0.05")), 50);
         assert_eq!(quality(Some("0.123")), 123);
         assert_eq!(quality(Some("0.1234")), 1000);
+    }
+
+    #[test]
+    fn gzip_is_taken_when_named_or_starred_with_a_positive_q() {
+        for (header, expected) in [
+            (None, false),
+            (Some(""), false),
+            (Some("gzip"), true),
+            (Some("GZip"), true),
+            (Some("x-gzip"), true),
+            (Some("gzip, deflate, br"), true),
+            (Some("identity"), false),
+            (Some("deflate, br"), false),
+            (Some("gzip;q=0"), false),
+            (Some("gzip; Q=0.000"), false),
+            (Some("gzip;q=0.001"), true),
+            (Some("*"), true),
+            (Some("*;q=0"), false),
+            (Some("gzip;q=0, *"), false),
+            (Some("*;q=0, gzip"), true),
+            (Some("br;q=1.0, gzip;q=0.8, *;q=0.1"), true),
+            (Some(";;,,=q"), false),
+        ] {
+            assert_eq!(accepts_gzip(header), expected, "{header:?}");
+        }
     }
 }

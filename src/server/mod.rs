@@ -4,7 +4,7 @@
 mod accept;
 mod conn;
 
-pub use accept::{Format, negotiate};
+pub use accept::{Format, accepts_gzip, negotiate};
 pub use conn::{Limits, serve};
 
 use std::convert::Infallible;
@@ -126,37 +126,53 @@ async fn add_headers(
     response
 }
 
-/// The latest cycle's pre-encoded bytes plus the process metrics, never waiting on the API.
-async fn serve_metrics(State(state): State<ServerState>, headers: HeaderMap) -> Response {
-    let published = state.published.borrow().clone();
-    // Several Accept lines are one list (RFC 9110 5.3); a line that is not text is no range.
-    let accept: Vec<&str> = headers
-        .get_all(header::ACCEPT)
+/// A header's field lines as one list (RFC 9110 5.3); a line that is not text is no element.
+fn joined(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    let lines: Vec<&str> = headers
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let accept = (!accept.is_empty()).then(|| accept.join(", "));
-    let accept = accept.as_deref();
+    (!lines.is_empty()).then(|| lines.join(", "))
+}
+
+/// The latest cycle's pre-encoded bytes plus the scrape-time metrics, never waiting on the
+/// API. A client that takes gzip gets the cycle's part compressed once per cycle and only
+/// the small tail compressed now; any other gets the plain bytes.
+async fn serve_metrics(State(state): State<ServerState>, headers: HeaderMap) -> Response {
+    let published = state.published.borrow().clone();
+    let format = negotiate(joined(&headers, header::ACCEPT).as_deref());
+    let gzip = accepts_gzip(joined(&headers, header::ACCEPT_ENCODING).as_deref());
     let (scrape_text, scrape_openmetrics) = metrics::encode_scrape_time(Some(&state.endpoint));
-    let (content_type, cycle, process) = match negotiate(accept) {
-        Format::OpenMetrics => (
-            OPENMETRICS_TYPE,
-            published.exposition.openmetrics.clone(),
-            scrape_openmetrics,
-        ),
+    let (content_type, tail) = match format {
+        Format::OpenMetrics => (OPENMETRICS_TYPE, scrape_openmetrics),
         Format::Text => (
             prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-            published.exposition.text.clone(),
             scrape_text,
         ),
     };
-    // Two chunks: the shared cycle bytes are not copied per scrape.
-    let chunks = [Ok::<_, Infallible>(cycle), Ok(Bytes::from(process))];
-    (
-        [(header::CONTENT_TYPE, content_type)],
-        Body::from_stream(futures_util::stream::iter(chunks)),
-    )
-        .into_response()
+    let encoded = published.exposition.format(format);
+    let mut response = if gzip {
+        // Two chunks: the shared cycle bytes are not copied per scrape.
+        let [cycle, end] = encoded.gzip_with(tail.as_bytes());
+        let chunks = [Ok::<_, Infallible>(cycle), Ok(end)];
+        let mut response = Body::from_stream(futures_util::stream::iter(chunks)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        response
+    } else {
+        published.exposition.demand.note_plain(format);
+        let chunks = [Ok::<_, Infallible>(encoded.plain()), Ok(Bytes::from(tail))];
+        Body::from_stream(futures_util::stream::iter(chunks)).into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Accept-Encoding"),
+    );
+    response
 }
 
 async fn serve_ready(State(state): State<ServerState>) -> Response {
@@ -216,9 +232,10 @@ mod tests {
             up: true,
             ..Snapshot::default()
         };
-        let exposition = Metrics::new(10).encode(Some(&snapshot), UNIX_EPOCH);
+        let snapshot = Arc::new(snapshot);
+        let exposition = Metrics::new(10).encode(Some(snapshot.clone()), UNIX_EPOCH);
         tx.send_replace(Arc::new(Published {
-            snapshot: Some(Arc::new(snapshot)),
+            snapshot: Some(snapshot),
             exposition,
         }));
     }
