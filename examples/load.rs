@@ -26,6 +26,7 @@ mod exposition;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -50,6 +51,10 @@ struct Args {
     faults: bool,
     fault_cycles: u64,
     exporter: Option<PathBuf>,
+    /// `--table`: fleet sizes for the scale table, instead of the phases.
+    table: Vec<usize>,
+    /// `--table-concurrency`: the concurrencies of each fleet size's rows.
+    table_concurrency: Vec<usize>,
     /// Internal: serve this file as the static baseline (see [`serve_static`]).
     static_server: Option<PathBuf>,
 }
@@ -70,6 +75,8 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         faults: true,
         fault_cycles: 120,
         exporter: None,
+        table: Vec::new(),
+        table_concurrency: vec![64, 256],
         static_server: None,
     };
     let mut parser = lexopt::Parser::from_env();
@@ -91,12 +98,15 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("no-faults") => args.faults = false,
             Long("fault-cycles") => args.fault_cycles = parser.value()?.parse::<u64>()?.max(20),
             Long("exporter") => args.exporter = Some(parser.value()?.into()),
+            Long("table") => args.table = list(&parser.value()?.string()?)?,
+            Long("table-concurrency") => args.table_concurrency = list(&parser.value()?.string()?)?,
             Long("static-server") => args.static_server = Some(parser.value()?.into()),
             Long("help") => {
                 println!(
                     "load [--accounts N] [--zones N] [--images N] [--latency 50ms] [--concurrency N] \
                      [--cycles N] [--scrapers N] [--seconds N] [--soak CYCLES] [--no-demo] \
-                     [--fault-cycles N] [--no-faults] [--exporter PATH]"
+                     [--fault-cycles N] [--no-faults] [--exporter PATH] \
+                     [--table 100,500,2000,5000 [--table-concurrency 64,256]]"
                 );
                 std::process::exit(0);
             }
@@ -104,6 +114,19 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         }
     }
     Ok(args)
+}
+
+/// A comma-separated list of counts, none of them 0.
+fn list(value: &str) -> Result<Vec<usize>, lexopt::Error> {
+    let mut out = Vec::new();
+    for item in value.split(',') {
+        let n: usize = item.trim().parse().map_err(|e| format!("{item:?}: {e}"))?;
+        if n == 0 {
+            return Err(format!("{item:?}: must be at least 1").into());
+        }
+        out.push(n);
+    }
+    Ok(out)
 }
 
 /// The exporter binary next to this example (`target/<profile>/`), rebuilt by cargo
@@ -143,6 +166,19 @@ struct ChildServer {
     child: Child,
     base: String,
     spawned: Instant,
+    /// The `exposition encoded` lines of its log, when it logs them.
+    encodes: Arc<Mutex<Vec<EncodeEvent>>>,
+}
+
+/// One `exposition encoded` line of the exporter's log (logged at debug under the target
+/// `flexcloud_exporter::exposition`).
+#[derive(Debug, Clone, Copy)]
+struct EncodeEvent {
+    cycle: u64,
+    series: u64,
+    bytes: u64,
+    gzip_bytes: u64,
+    seconds: f64,
 }
 
 impl ChildServer {
@@ -167,12 +203,15 @@ impl ChildServer {
         let mut child = command.spawn().expect("server starts");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (address, listening) = std::sync::mpsc::channel();
-        std::thread::spawn(move || forward_log(stderr, address));
+        let encodes = Arc::new(Mutex::new(Vec::new()));
+        let log_encodes = encodes.clone();
+        std::thread::spawn(move || forward_log(stderr, address, &log_encodes));
         // Owned before anything can panic, so the child is killed whatever happens.
         let mut server = ChildServer {
             child,
             base: String::new(),
             spawned,
+            encodes,
         };
         let address = listening
             .recv_timeout(Duration::from_secs(30))
@@ -247,9 +286,14 @@ impl ChildServer {
     }
 }
 
-/// Reads a child's JSON log: sends the address of its `listening` line and passes on what
-/// is not routine (errors, and anything that is not a JSON line, such as a panic).
-fn forward_log(stderr: std::process::ChildStderr, address: std::sync::mpsc::Sender<String>) {
+/// Reads a child's JSON log: sends the address of its `listening` line, keeps its
+/// `exposition encoded` lines, and passes on what is not routine (errors, and anything that
+/// is not a JSON line, such as a panic).
+fn forward_log(
+    stderr: std::process::ChildStderr,
+    address: std::sync::mpsc::Sender<String>,
+    encodes: &Mutex<Vec<EncodeEvent>>,
+) {
     use std::io::BufRead;
     for line in std::io::BufReader::new(stderr)
         .lines()
@@ -260,6 +304,16 @@ fn forward_log(stderr: std::process::ChildStderr, address: std::sync::mpsc::Send
                 if let Some(at) = event["address"].as_str() {
                     let _ = address.send(at.to_string());
                 }
+            }
+            Ok(event) if event["message"] == "exposition encoded" => {
+                let number = |name: &str| event[name].as_f64().unwrap_or(0.0);
+                encodes.lock().unwrap().push(EncodeEvent {
+                    cycle: number("cycle") as u64,
+                    series: number("series") as u64,
+                    bytes: number("bytes") as u64,
+                    gzip_bytes: number("gzip_bytes") as u64,
+                    seconds: number("encode_seconds"),
+                });
             }
             Ok(event) if event["level"] != "ERROR" => {}
             _ => eprintln!("  child: {line}"),
@@ -405,9 +459,20 @@ impl ScrapeStats {
 /// `scrapers` clients GET `url` back to back for `duration` (after a one-second warm-up
 /// that opens the connections), reading each body as it streams in; an answer that is not
 /// a 200 with a whole body counts as an error.
-async fn scrape_load(url: &str, scrapers: usize, duration: Duration) -> ScrapeStats {
+/// With `gzip`, each asks for a compressed body as Prometheus does and reads it as it
+/// arrives, without decoding it: the figures are the server's and the wire's.
+async fn scrape_load(url: &str, scrapers: usize, duration: Duration, gzip: bool) -> ScrapeStats {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if gzip {
+        headers.insert(
+            reqwest::header::ACCEPT_ENCODING,
+            reqwest::header::HeaderValue::from_static("gzip"),
+        );
+    }
     let client = reqwest::Client::builder()
         .no_proxy()
+        .no_gzip()
+        .default_headers(headers)
         .pool_max_idle_per_host(scrapers)
         .build()
         .unwrap();
@@ -525,10 +590,22 @@ async fn static_baseline(
     let own = std::env::current_exe().unwrap();
     let server = ChildServer::spawn(&own, &["--static-server", file.to_str().unwrap()], &[]);
     server.wait_healthy(client).await;
-    let stats = scrape_load(&format!("{}/metrics", server.base), scrapers, duration).await;
+    let stats = scrape_load(
+        &format!("{}/metrics", server.base),
+        scrapers,
+        duration,
+        false,
+    )
+    .await;
     drop(server);
     let _ = std::fs::remove_file(&file);
     stats
+}
+
+/// An interval (and so a cycle deadline) that a cycle of `seconds` fits in with room to
+/// spare, in FLEXCLOUD_INTERVAL's syntax.
+fn interval_for(seconds: f64) -> String {
+    format!("{}ms", (seconds * 1300.0) as u64 + 1000)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -578,22 +655,7 @@ fn main() {
         return;
     }
     let binary = exporter_binary(&args);
-    let scenario = Scenario {
-        latency: Latency {
-            fixed: args.latency,
-            jitter: Duration::ZERO,
-        },
-        generate: Some(FleetSpec {
-            seed: 20_261_129,
-            accounts: args.accounts,
-            zones_per_account: args.zones,
-            images_per_zone: args.images,
-            saving_share: 0.02,
-            user: USER.into(),
-            password: PASSWORD.into(),
-        }),
-        ..Default::default()
-    };
+    let scenario = generated(&args, args.accounts);
     // The simulator gets a runtime of its own, so the tool's work (reading and parsing
     // expositions, the scrapers) never holds up its timers and answers.
     let api_runtime = tokio::runtime::Builder::new_multi_thread()
@@ -601,6 +663,11 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if !args.table.is_empty() {
+        let tool_runtime = tokio::runtime::Runtime::new().unwrap();
+        tool_runtime.block_on(scale_table(&args, &binary, api_runtime.handle()));
+        return;
+    }
     let sim = api_runtime
         .block_on(Simulator::start_local(scenario))
         .expect("simulator");
@@ -616,6 +683,26 @@ fn main() {
     tool_runtime.block_on(measure(&args, &binary, &sim, &faulty));
     api_runtime.block_on(sim.stop());
     api_runtime.block_on(faulty.stop());
+}
+
+/// The generated fleet of `accounts` accounts with the tool's zones, images and latency.
+fn generated(args: &Args, accounts: usize) -> Scenario {
+    Scenario {
+        latency: Latency {
+            fixed: args.latency,
+            jitter: Duration::ZERO,
+        },
+        generate: Some(FleetSpec {
+            seed: 20_261_129,
+            accounts,
+            zones_per_account: args.zones,
+            images_per_zone: args.images,
+            saving_share: 0.02,
+            user: USER.into(),
+            password: PASSWORD.into(),
+        }),
+        ..Default::default()
+    }
 }
 
 async fn measure(args: &Args, binary: &Path, sim: &Simulator, faulty: &Simulator) {
@@ -690,6 +777,7 @@ async fn measure(args: &Args, binary: &Path, sim: &Simulator, faulty: &Simulator
         &format!("{}/metrics", idle.base),
         args.scrapers,
         args.seconds,
+        false,
     )
     .await;
     report.line("scrapes, exporter idle", idle_stats.line());
@@ -713,7 +801,9 @@ async fn measure(args: &Args, binary: &Path, sim: &Simulator, faulty: &Simulator
         "phase 2: {} cycles back to back, then scrapes during cycles",
         args.cycles
     );
-    let busy = ChildServer::spawn(binary, &[], &env("1s"));
+    // A cycle ends at FLEXCLOUD_CYCLE_TIMEOUT (the interval) whatever is left: the interval
+    // leaves room for a whole cycle, so that one starts about as soon as the last ended.
+    let busy = ChildServer::spawn(binary, &[], &env(&interval_for(first.duration)));
     busy.wait_healthy(&client).await;
     // Often enough to see every cycle end, rarely enough to cost the exporter little.
     let poll = Duration::from_secs_f64(first.duration / 5.0)
@@ -828,6 +918,7 @@ async fn measure(args: &Args, binary: &Path, sim: &Simulator, faulty: &Simulator
         &format!("{}/metrics", busy.base),
         args.scrapers,
         args.seconds,
+        false,
     )
     .await;
     let (during, _) = busy.metrics(&client).await;
@@ -1081,6 +1172,7 @@ async fn measure_faults(
         &format!("{}/metrics", exporter.base),
         args.scrapers,
         args.seconds,
+        false,
     )
     .await;
     let after = exporter.metrics(client).await.0;
@@ -1220,5 +1312,210 @@ async fn terminate(mut server: ChildServer) -> (Duration, Option<i32>) {
             "still running 60 s after SIGTERM"
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// One row of the scale table: a fleet size at one concurrency, from one exporter.
+#[derive(Debug, Clone)]
+struct Row {
+    accounts: usize,
+    concurrency: usize,
+    series: u64,
+    raw_bytes: u64,
+    gzip_bytes: u64,
+    /// Median over the warm cycles of the exporter's own figure.
+    encode: f64,
+    /// VmHWM after the cycles (scrapes as Prometheus makes them, gzip), and after the
+    /// plain scrapes too (which make the exporter keep the plain body from then on).
+    peak_cycles: u64,
+    peak_plain: u64,
+    cycle_over_ideal: f64,
+    connections_per_cycle: f64,
+    requests_per_cycle: f64,
+    gzip_scrapes: ScrapeStats,
+    plain_scrapes: ScrapeStats,
+}
+
+/// `--table`: for each fleet size, a simulator with that generated fleet; for each
+/// concurrency, an exporter that runs `--cycles` cycles (the first, cold, not counted) and
+/// is then scraped with and without gzip while its cycles go on.
+async fn scale_table(args: &Args, binary: &Path, api: &tokio::runtime::Handle) {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    for &accounts in &args.table {
+        let scenario = generated(args, accounts);
+        let sim = api
+            .spawn(Simulator::start_local(scenario))
+            .await
+            .unwrap()
+            .expect("simulator");
+        for &concurrency in &args.table_concurrency {
+            eprintln!("table: {accounts} accounts, concurrency {concurrency}");
+            rows.push(scale_row(args, binary, &sim, &client, accounts, concurrency).await);
+        }
+        let stopping = sim.clone();
+        api.spawn(async move { stopping.stop().await })
+            .await
+            .unwrap();
+    }
+    print_table(args, &rows);
+}
+
+async fn scale_row(
+    args: &Args,
+    binary: &Path,
+    sim: &Simulator,
+    client: &reqwest::Client,
+    accounts: usize,
+    concurrency: usize,
+) -> Row {
+    // Requests per cycle: an account-list page per 100 accounts, then a zone list and two
+    // image lists (BASE and SERVER) per zone of each account.
+    let requests = (accounts.div_ceil(100) + accounts * (1 + 2 * args.zones)) as f64;
+    let ideal = requests / concurrency as f64 * args.latency.as_secs_f64();
+    let interval = interval_for(ideal * 1.2 + 1.0);
+    let exporter = ChildServer::spawn(
+        binary,
+        &[],
+        &[
+            ("FLEXCLOUD_API_URL", sim.url()),
+            ("FLEXCLOUD_USERNAME", USER.to_string()),
+            ("FLEXCLOUD_PASSWORD", PASSWORD.to_string()),
+            ("FLEXCLOUD_CONCURRENCY", concurrency.to_string()),
+            ("FLEXCLOUD_INTERVAL", interval),
+            (
+                "FLEXCLOUD_LOG",
+                "info,flexcloud_exporter::exposition=debug".to_string(),
+            ),
+        ],
+    );
+    exporter.wait_healthy(client).await;
+    let poll = Duration::from_secs_f64(ideal / 10.0)
+        .clamp(Duration::from_millis(50), Duration::from_millis(500));
+    let limit = Duration::from_secs_f64(30.0 + 3.0 * ideal * args.cycles as f64);
+    let deadline = Instant::now() + limit;
+    // (exposition, connections the simulator accepted so far) at each cycle end seen.
+    let mut ends: Vec<(Exposition, u64)> = Vec::new();
+    while Instant::now() < deadline {
+        let (exposition, _) = exporter.metrics(client).await;
+        if exposition.cycles > ends.last().map_or(0, |(e, _)| e.cycles) {
+            ends.push((exposition, sim.connections()));
+            if exposition.cycles >= args.cycles {
+                break;
+            }
+        }
+        tokio::time::sleep(poll).await;
+    }
+    let mut durations = Vec::new();
+    let mut per_cycle = Vec::new();
+    let mut connections = Vec::new();
+    for pair in ends.windows(2) {
+        let ((a, ca), (b, cb)) = (pair[0], pair[1]);
+        if b.cycles == a.cycles + 1 {
+            durations.push(b.duration);
+            per_cycle.push(b.requests - a.requests);
+            connections.push((cb - ca) as f64);
+        }
+    }
+    assert!(
+        !durations.is_empty(),
+        "{accounts} accounts at {concurrency}: no two consecutive cycle ends seen in {limit:?}"
+    );
+    let measured = median(&mut durations);
+    let requests_per_cycle = median(&mut per_cycle);
+    let ideal_seen = requests_per_cycle / concurrency as f64 * args.latency.as_secs_f64();
+    let (_, peak_cycles) = exporter.memory();
+    let url = format!("{}/metrics", exporter.base);
+    let gzip_scrapes = scrape_load(&url, args.scrapers, args.seconds, true).await;
+    let plain_scrapes = scrape_load(&url, args.scrapers, args.seconds, false).await;
+    let (_, peak_plain) = exporter.memory();
+    let encodes: Vec<EncodeEvent> = exporter.encodes.lock().unwrap().clone();
+    drop(exporter);
+    // The warm cycles' encodes: every one after the first cycle's.
+    let warm: Vec<&EncodeEvent> = encodes.iter().filter(|e| e.cycle > 1).collect();
+    let last = warm
+        .last()
+        .copied()
+        .or(encodes.last())
+        .copied()
+        .expect("the exporter logged its encodes");
+    let mut encode: Vec<f64> = warm.iter().map(|e| e.seconds).collect();
+    Row {
+        accounts,
+        concurrency,
+        series: last.series,
+        raw_bytes: last.bytes,
+        gzip_bytes: last.gzip_bytes,
+        encode: median(&mut encode),
+        peak_cycles,
+        peak_plain,
+        cycle_over_ideal: measured / ideal_seen,
+        connections_per_cycle: median(&mut connections),
+        requests_per_cycle,
+        gzip_scrapes,
+        plain_scrapes,
+    }
+}
+
+fn print_table(args: &Args, rows: &[Row]) {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "flexcloud-exporter load --table: {} zones x {} images per account, API latency {:?}, \
+         {} cycles per row (first not counted), {} scrapers for {:?} each way, {} cores, load \
+         average at the end {}",
+        args.zones,
+        args.images,
+        args.latency,
+        args.cycles,
+        args.scrapers,
+        args.seconds,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!();
+    println!(
+        "| accounts | concurrency | series | series / account | body (text) | gzip | encode / cycle \
+         | peak RSS (gzip scrapes) | peak RSS (after plain scrapes) | cycle / ideal \
+         | connections / cycle | requests / cycle | scrape p50 / p99 gzip | scrape p50 / p99 plain \
+         | gzip p50 / plain p50 |"
+    );
+    println!("|{}", "---|".repeat(15));
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {:.1} | {:.2} MB | {:.3} MB | {:.0} ms | {:.1} MB | {:.1} MB | {:.3} \
+             | {:.0} | {:.0} | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.3} |",
+            r.accounts,
+            r.concurrency,
+            r.series,
+            r.series as f64 / r.accounts as f64,
+            mb(r.raw_bytes),
+            mb(r.gzip_bytes),
+            r.encode * 1000.0,
+            mb(r.peak_cycles),
+            mb(r.peak_plain),
+            r.cycle_over_ideal,
+            r.connections_per_cycle,
+            r.requests_per_cycle,
+            ms(r.gzip_scrapes.p50),
+            ms(r.gzip_scrapes.p99),
+            ms(r.plain_scrapes.p50),
+            ms(r.plain_scrapes.p99),
+            r.gzip_scrapes.p50.as_secs_f64() / r.plain_scrapes.p50.as_secs_f64().max(1e-9),
+        );
+    }
+    for r in rows {
+        if r.gzip_scrapes.errors + r.plain_scrapes.errors > 0 {
+            println!(
+                "note: {} accounts at {}: {} gzip and {} plain scrapes failed",
+                r.accounts, r.concurrency, r.gzip_scrapes.errors, r.plain_scrapes.errors
+            );
+        }
     }
 }
