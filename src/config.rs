@@ -717,15 +717,23 @@ pub fn read_password_file(path: &std::path::Path) -> Result<SecretString, Config
         expected,
         value: path.display().to_string(),
     };
-    // Checked before opening: opening a FIFO would wait for a writer, a device could block.
-    let metadata = std::fs::metadata(path).map_err(file_error)?;
+    // Opened without blocking, so a FIFO (even one swapped in after a check) cannot wait
+    // for a writer; the type is checked on what was opened, not on the path.
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(file_error)?
+    };
+    let metadata = file.metadata().map_err(file_error)?;
     if !metadata.is_file() {
         return Err(invalid("a regular file holding the password"));
     }
     if metadata.len() > MAX_PASSWORD_FILE_BYTES {
         return Err(invalid("a file of at most 4 KiB holding the password"));
     }
-    let file = std::fs::File::open(path).map_err(file_error)?;
     let mut text = String::new();
     // Bounded again while reading: the file may grow between the check and the read.
     file.take(MAX_PASSWORD_FILE_BYTES + 1)
