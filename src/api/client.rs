@@ -122,6 +122,11 @@ impl ApiClient {
         })
     }
 
+    /// Requests it has in flight at most (`FLEXCLOUD_CONCURRENCY`).
+    pub fn concurrency(&self) -> usize {
+        self.settings.concurrency.max(1)
+    }
+
     /// Whether the credentials are being sent or held back after a 401.
     pub fn credentials(&self) -> CredentialState {
         self.gate.state()
@@ -356,7 +361,10 @@ impl ApiClient {
             .await
             .map_err(|_| ApiError::CredentialsSuspended)?;
         let started = Instant::now();
-        let result = self.exchange(url).await;
+        // Boxed: the exchange (reqwest's send and the body read) is most of a request
+        // future's size, and thousands of requests wait at the semaphore above holding only
+        // a pointer to it this way, not its whole state.
+        let result = Box::pin(self.exchange(url)).await;
         match &result {
             Err(e) if e.http_status() == 401 => pass.rejected(),
             // No answer: the credentials were not judged; the pass lets the next one go.
