@@ -249,7 +249,8 @@ fn publish(metrics: &Metrics, published: &watch::Sender<Arc<Published>>, snapsho
     tracing::debug!(
         target: "flexcloud_exporter::exposition",
         cycle = snapshot.cycle,
-        series = exposition.series,
+        cycle_seconds = snapshot.duration.as_secs_f64(),
+        series = exposition.text.samples(),
         bytes = exposition.text.len(),
         gzip_bytes = exposition.text.gzip_len(),
         encode_seconds = started.elapsed().as_secs_f64(),

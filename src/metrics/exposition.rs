@@ -65,28 +65,101 @@ pub struct Encoded {
     gzip_open: Bytes,
     crc: crc32fast::Hasher,
     len: u64,
+    samples: u64,
+}
+
+/// Takes an encoder's text as it is written and deflates it in chunks, so a cycle's plain
+/// text exists whole only when a client wants it plain.
+#[derive(Debug)]
+pub struct Writer {
+    compress: Compress,
+    gzip: Vec<u8>,
+    pending: Vec<u8>,
+    crc: crc32fast::Hasher,
+    len: u64,
+    /// Sample lines seen (those not starting with `#`), and whether the next byte starts a line.
+    samples: u64,
+    line_start: bool,
+    plain: Option<Vec<u8>>,
+}
+
+/// How much text is gathered before it is deflated: large enough for the compressor to
+/// find its matches, small enough to cost nothing next to the compressed body.
+const CHUNK: usize = 64 * 1024;
+
+impl Writer {
+    /// `keep_plain`: keep the whole text too, for clients that want it uncompressed.
+    pub fn new(keep_plain: bool) -> Self {
+        let mut gzip = Vec::with_capacity(CHUNK);
+        gzip.extend_from_slice(&GZIP_HEADER);
+        Writer {
+            compress: Compress::new(Compression::new(LEVEL), false),
+            gzip,
+            pending: Vec::with_capacity(CHUNK),
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+            samples: 0,
+            line_start: true,
+            plain: keep_plain.then(Vec::new),
+        }
+    }
+
+    fn deflate_pending(&mut self, flush: FlushCompress) {
+        for &byte in &self.pending {
+            if self.line_start && byte != b'#' && byte != b'\n' {
+                self.samples += 1;
+            }
+            self.line_start = byte == b'\n';
+        }
+        self.crc.update(&self.pending);
+        self.len += self.pending.len() as u64;
+        deflate(&mut self.compress, &self.pending, flush, &mut self.gzip);
+        if let Some(plain) = &mut self.plain {
+            plain.extend_from_slice(&self.pending);
+        }
+        self.pending.clear();
+    }
+
+    /// The compressed text, sync-flushed so a scrape can append its own tail.
+    pub fn finish(mut self) -> Encoded {
+        self.deflate_pending(FlushCompress::Sync);
+        self.gzip.shrink_to_fit();
+        let plain = OnceLock::new();
+        if let Some(bytes) = self.plain {
+            let _ = plain.set(Bytes::from(bytes));
+        }
+        Encoded {
+            plain,
+            gzip_open: Bytes::from(self.gzip),
+            crc: self.crc,
+            len: self.len,
+            samples: self.samples,
+        }
+    }
+}
+
+impl std::fmt::Write for Writer {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.pending.extend_from_slice(s.as_bytes());
+        if self.pending.len() >= CHUNK {
+            self.deflate_pending(FlushCompress::None);
+        }
+        Ok(())
+    }
 }
 
 impl Encoded {
     /// Compresses `text`; keeps it plain too when `keep_plain`.
-    pub fn new(text: String, keep_plain: bool) -> Self {
-        let bytes = text.into_bytes();
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&bytes);
-        let mut gzip_open = Vec::with_capacity(bytes.len() / 8 + 64);
-        gzip_open.extend_from_slice(&GZIP_HEADER);
-        deflate(&bytes, FlushCompress::Sync, &mut gzip_open);
-        let plain = OnceLock::new();
-        let len = bytes.len() as u64;
-        if keep_plain {
-            let _ = plain.set(Bytes::from(bytes));
-        }
-        Encoded {
-            len,
-            plain,
-            gzip_open: Bytes::from(gzip_open),
-            crc,
-        }
+    pub fn new(text: &str, keep_plain: bool) -> Self {
+        let mut writer = Writer::new(keep_plain);
+        // Writing to a Writer cannot fail.
+        let _ = std::fmt::Write::write_str(&mut writer, text);
+        writer.finish()
+    }
+
+    /// Sample lines in it.
+    pub fn samples(&self) -> u64 {
+        self.samples
     }
 
     /// The uncompressed size.
@@ -131,20 +204,24 @@ impl Encoded {
 /// A gzip member header: no name, no time, "unknown" system.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
-/// `input` as raw deflate blocks appended to `out`, ending with `flush`.
-fn deflate(input: &[u8], flush: FlushCompress, out: &mut Vec<u8>) {
-    let mut compress = Compress::new(Compression::new(LEVEL), false);
+/// `input` as raw deflate blocks of `compress` appended to `out`, ending with `flush`.
+fn deflate(compress: &mut Compress, input: &[u8], flush: FlushCompress, out: &mut Vec<u8>) {
+    let mut consumed = 0;
     loop {
-        let consumed = compress.total_in() as usize;
-        out.reserve(64 * 1024);
+        let before = compress.total_in();
+        out.reserve(CHUNK.min(input.len() - consumed + 1024));
         let status = compress.compress_vec(&input[consumed..], out, flush);
-        let done = compress.total_in() as usize == input.len();
-        match status {
-            Ok(Status::StreamEnd) => return,
-            Ok(_) if done && flush == FlushCompress::Sync && out.capacity() > out.len() => return,
-            Ok(_) => {}
+        consumed += (compress.total_in() - before) as usize;
+        let all_in = consumed == input.len();
+        match (status, flush) {
+            (Ok(Status::StreamEnd), _) => return,
+            // Without a flush, done once everything is taken in; a sync flush is done when
+            // it left room in the output (zlib's rule: a full output may hold more).
+            (Ok(_), FlushCompress::None) if all_in => return,
+            (Ok(_), FlushCompress::Sync) if all_in && out.capacity() > out.len() => return,
+            (Ok(_), _) => {}
             // Compressing into a Vec cannot fail; stop rather than loop if it did.
-            Err(_) => return,
+            (Err(_), _) => return,
         }
     }
 }
@@ -152,7 +229,8 @@ fn deflate(input: &[u8], flush: FlushCompress, out: &mut Vec<u8>) {
 /// Appends `tail` as the final deflate blocks, then the gzip trailer for everything: the
 /// CRC of the cycle's part combined with the tail's, and the total size.
 fn finish(out: &mut Vec<u8>, tail: &[u8], mut crc: crc32fast::Hasher, len: u64) {
-    deflate(tail, FlushCompress::Finish, out);
+    let mut compress = Compress::new(Compression::new(LEVEL), false);
+    deflate(&mut compress, tail, FlushCompress::Finish, out);
     let mut tail_crc = crc32fast::Hasher::new();
     tail_crc.update(tail);
     crc.combine(&tail_crc);
@@ -165,8 +243,6 @@ fn finish(out: &mut Vec<u8>, tail: &[u8], mut crc: crc32fast::Hasher, len: u64) 
 /// A cycle's exposition in both formats, without the OpenMetrics `# EOF`.
 #[derive(Debug, Clone)]
 pub struct Exposition {
-    /// Samples in the text format.
-    pub series: u64,
     pub text: Encoded,
     pub openmetrics: Encoded,
     /// Shared with every later cycle: what clients have asked for.
@@ -206,7 +282,7 @@ mod tests {
     fn the_compressed_answer_decodes_to_the_cycle_and_the_tail_exactly() {
         for lines in [0, 1, 10, 50_000] {
             let body = sample(lines);
-            let encoded = Encoded::new(body.clone(), true);
+            let encoded = Encoded::new(&body, true);
             for tail in ["", "process_open_fds 7\n", &"x".repeat(100_000)] {
                 let decoded = gunzip(&encoded.gzip_with(tail.as_bytes()));
                 assert_eq!(
@@ -217,13 +293,34 @@ mod tests {
             }
             assert_eq!(encoded.plain(), body.as_bytes());
             assert_eq!(encoded.len(), body.len() as u64);
+            assert_eq!(encoded.samples(), lines as u64);
         }
+    }
+
+    #[test]
+    fn text_written_in_pieces_across_chunks_is_counted_and_compressed_whole() {
+        use std::fmt::Write as _;
+        let mut writer = Writer::new(false);
+        let mut whole = String::new();
+        for i in 0..20_000 {
+            // Pieces of every size, so lines and comments straddle the chunk boundaries.
+            let piece = format!("# HELP m{i} x\nm{i}{{a=\"{}\"}} {i}\n", "v".repeat(i % 97));
+            let (head, rest) = piece.split_at(i % piece.len());
+            writer.write_str(head).unwrap();
+            writer.write_str(rest).unwrap();
+            whole.push_str(&piece);
+        }
+        assert!(whole.len() > 10 * CHUNK);
+        let encoded = writer.finish();
+        assert_eq!(encoded.samples(), 20_000);
+        assert_eq!(gunzip(&encoded.gzip_with(b"")), whole.as_bytes());
+        assert_eq!(encoded.plain(), whole.as_bytes());
     }
 
     #[test]
     fn a_form_not_kept_plain_is_inflated_when_asked_for() {
         let body = sample(1_000);
-        let encoded = Encoded::new(body.clone(), false);
+        let encoded = Encoded::new(&body, false);
         assert!(encoded.plain.get().is_none());
         assert_eq!(encoded.plain(), body.as_bytes());
         assert!(encoded.plain.get().is_some(), "inflated once, then kept");
@@ -238,7 +335,7 @@ mod tests {
     #[test]
     fn standard_tools_read_the_member_as_one_stream() {
         // A multi-member reader and a single-member one agree: there is one member.
-        let encoded = Encoded::new(sample(100), true);
+        let encoded = Encoded::new(&sample(100), true);
         let joined: Vec<u8> = encoded
             .gzip_with(b"tail\n")
             .iter()

@@ -26,7 +26,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use tracing::warn;
 
-pub use exposition::{Demand, Encoded, Exposition, Format};
+pub use exposition::{Demand, Encoded, Exposition, Format, Writer};
 pub use process::{EndpointMetrics, encode_scrape_time};
 
 use crate::api::model::ImageProblem;
@@ -177,22 +177,17 @@ impl Metrics {
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(collector));
-        let mut text = String::new();
-        let mut openmetrics = String::new();
-        // Writing into a String cannot fail; an error here would be a bug in an encoder.
+        // Writing to a Writer cannot fail; an error here would be a bug in an encoder.
+        let mut text = Writer::new(self.demand.wants_plain(Format::Text));
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
-        let series = text
-            .lines()
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .count();
-        self.previous_series.store(series as u64, Ordering::Relaxed);
-        self.previous_bytes
-            .store(text.len() as u64, Ordering::Relaxed);
-        let text = Encoded::new(text, self.demand.wants_plain(Format::Text));
+        let text = text.finish();
+        self.previous_series
+            .store(text.samples(), Ordering::Relaxed);
+        self.previous_bytes.store(text.len(), Ordering::Relaxed);
+        let mut openmetrics = Writer::new(self.demand.wants_plain(Format::OpenMetrics));
         let _ = prometheus_client::encoding::text::encode_registry(&mut openmetrics, &registry);
-        let openmetrics = Encoded::new(openmetrics, self.demand.wants_plain(Format::OpenMetrics));
+        let openmetrics = openmetrics.finish();
         Exposition {
-            series: series as u64,
             text,
             openmetrics,
             demand: self.demand.clone(),
