@@ -175,6 +175,7 @@ struct ChildServer {
 #[derive(Debug, Clone, Copy)]
 struct EncodeEvent {
     cycle: u64,
+    cycle_seconds: f64,
     series: u64,
     bytes: u64,
     gzip_bytes: u64,
@@ -196,6 +197,13 @@ impl ChildServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // Allocator settings (glibc's MALLOC_ARENA_MAX and the like) pass through, so their
+        // effect on the footprint can be tried without a rebuild.
+        for (key, value) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("MALLOC_") {
+                command.env(key, value);
+            }
+        }
         for (key, value) in env {
             command.env(key, value);
         }
@@ -309,6 +317,7 @@ fn forward_log(
                 let number = |name: &str| event[name].as_f64().unwrap_or(0.0);
                 encodes.lock().unwrap().push(EncodeEvent {
                     cycle: number("cycle") as u64,
+                    cycle_seconds: number("cycle_seconds"),
                     series: number("series") as u64,
                     bytes: number("bytes") as u64,
                     gzip_bytes: number("gzip_bytes") as u64,
@@ -1331,6 +1340,8 @@ struct Row {
     peak_plain: u64,
     cycle_over_ideal: f64,
     connections_per_cycle: f64,
+    /// Connections the first (cold) cycle opened.
+    first_connections: u64,
     requests_per_cycle: f64,
     gzip_scrapes: ScrapeStats,
     plain_scrapes: ScrapeStats,
@@ -1394,30 +1405,34 @@ async fn scale_row(
         ],
     );
     exporter.wait_healthy(client).await;
-    let poll = Duration::from_secs_f64(ideal / 10.0)
-        .clamp(Duration::from_millis(50), Duration::from_millis(500));
+    // Cycle ends are read from the exporter's log, with the simulator's counters at each:
+    // polling /metrics would have this process inflate and parse the whole exposition
+    // several times a cycle, on the same two cores as the exporter and the simulator.
     let limit = Duration::from_secs_f64(30.0 + 3.0 * ideal * args.cycles as f64);
     let deadline = Instant::now() + limit;
-    // (exposition, connections the simulator accepted so far) at each cycle end seen.
-    let mut ends: Vec<(Exposition, u64)> = Vec::new();
+    // (cycle end, requests and connections the simulator had seen by then).
+    let mut ends: Vec<(EncodeEvent, u64, u64)> = Vec::new();
     while Instant::now() < deadline {
-        let (exposition, _) = exporter.metrics(client).await;
-        if exposition.cycles > ends.last().map_or(0, |(e, _)| e.cycles) {
-            ends.push((exposition, sim.connections()));
-            if exposition.cycles >= args.cycles {
-                break;
+        let latest = exporter.encodes.lock().unwrap().last().copied();
+        if let Some(end) = latest {
+            if end.cycle > ends.last().map_or(0, |(e, _, _)| e.cycle) {
+                ends.push((end, sim.request_count(), sim.connections()));
+                if end.cycle >= args.cycles {
+                    break;
+                }
             }
         }
-        tokio::time::sleep(poll).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let first_connections = ends.first().map_or(0, |(_, _, c)| *c);
     let mut durations = Vec::new();
     let mut per_cycle = Vec::new();
     let mut connections = Vec::new();
     for pair in ends.windows(2) {
-        let ((a, ca), (b, cb)) = (pair[0], pair[1]);
-        if b.cycles == a.cycles + 1 {
-            durations.push(b.duration);
-            per_cycle.push(b.requests - a.requests);
+        let ((a, ra, ca), (b, rb, cb)) = (pair[0], pair[1]);
+        if b.cycle == a.cycle + 1 {
+            durations.push(b.cycle_seconds);
+            per_cycle.push((rb - ra) as f64);
             connections.push((cb - ca) as f64);
         }
     }
@@ -1455,6 +1470,7 @@ async fn scale_row(
         peak_plain,
         cycle_over_ideal: measured / ideal_seen,
         connections_per_cycle: median(&mut connections),
+        first_connections,
         requests_per_cycle,
         gzip_scrapes,
         plain_scrapes,
@@ -1483,14 +1499,14 @@ fn print_table(args: &Args, rows: &[Row]) {
     println!(
         "| accounts | concurrency | series | series / account | body (text) | gzip | encode / cycle \
          | peak RSS (gzip scrapes) | peak RSS (after plain scrapes) | cycle / ideal \
-         | connections / cycle | requests / cycle | scrape p50 / p99 gzip | scrape p50 / p99 plain \
+         | connections: first cycle / later ones | requests / cycle | scrape p50 / p99 gzip | scrape p50 / p99 plain \
          | gzip p50 / plain p50 |"
     );
     println!("|{}", "---|".repeat(15));
     for r in rows {
         println!(
             "| {} | {} | {} | {:.1} | {:.2} MB | {:.3} MB | {:.0} ms | {:.1} MB | {:.1} MB | {:.3} \
-             | {:.0} | {:.0} | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.3} |",
+             | {} / {:.0} | {:.0} | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.3} |",
             r.accounts,
             r.concurrency,
             r.series,
@@ -1501,6 +1517,7 @@ fn print_table(args: &Args, rows: &[Row]) {
             mb(r.peak_cycles),
             mb(r.peak_plain),
             r.cycle_over_ideal,
+            r.first_connections,
             r.connections_per_cycle,
             r.requests_per_cycle,
             ms(r.gzip_scrapes.p50),

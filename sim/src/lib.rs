@@ -71,6 +71,8 @@ struct Shared {
     /// TCP connections accepted since start: a client that pools its connections opens
     /// about as many as it has requests in flight, not one per request.
     connections: std::sync::atomic::AtomicU64,
+    /// Requests answered since start, beyond what the bounded log keeps.
+    request_count: std::sync::atomic::AtomicU64,
 }
 
 /// A running simulator and the handle to change it.
@@ -102,6 +104,7 @@ impl Simulator {
             fleet: Mutex::new(Fleet::new(scenario)),
             log: Mutex::new(VecDeque::new()),
             connections: std::sync::atomic::AtomicU64::new(0),
+            request_count: std::sync::atomic::AtomicU64::new(0),
         });
         let stop = Arc::new(Notify::new());
         let router = router(shared.clone());
@@ -174,6 +177,13 @@ impl Simulator {
     pub fn connections(&self) -> u64 {
         self.shared
             .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Requests seen since start, however many the log has dropped.
+    pub fn request_count(&self) -> u64 {
+        self.shared
+            .request_count
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
@@ -328,6 +338,9 @@ async fn serve(listener: TcpListener, router: Router, shared: Arc<Shared>, stop:
 
 /// Records a request in the bounded log.
 fn record(shared: &Shared, record: RequestRecord) {
+    shared
+        .request_count
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut log = lock(&shared.log);
     if log.len() == REQUEST_LOG_CAPACITY {
         log.pop_front();

@@ -879,6 +879,7 @@ async fn connections_are_counted_once_each_however_many_requests_they_carry() {
         api.json("/accounts").await;
     }
     assert_eq!(api.sim.connections(), 1, "one pooled keep-alive connection");
+    assert_eq!(api.sim.request_count(), 3);
     let fresh = reqwest::Client::builder().no_gzip().build().unwrap();
     fresh
         .get(format!("{}/accounts", api.sim.url()))
