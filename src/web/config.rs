@@ -49,6 +49,9 @@ pub enum WebConfigError {
     },
 }
 
+/// The highest bcrypt cost accepted: one check takes about 6 s at 16 on a usual core.
+const MAX_BCRYPT_COST: u32 = 16;
+
 /// What the endpoint enforces. The default (no file) is plain HTTP without authentication.
 #[derive(Debug, Clone, Default)]
 pub struct WebConfig {
@@ -248,10 +251,16 @@ impl Source {
                     format!("not a bcrypt hash ({e}); make one with htpasswd -nBC 10 \"\" | tr -d ':\\n'"),
                 )
             })?;
-            if !(4..=31).contains(&parts.get_cost()) {
+            // bcrypt allows up to 31, but each step doubles the time, and the start and every
+            // failed login run one check at the highest cost present: at 17 that is about
+            // 13 s, at 31 days.
+            if !(4..=MAX_BCRYPT_COST).contains(&parts.get_cost()) {
                 return Err(self.invalid(
                     field,
-                    format!("bcrypt cost {} is outside 4 to 31", parts.get_cost()),
+                    format!(
+                        "bcrypt cost {} is outside 4 to {MAX_BCRYPT_COST}: start-up and every failed login run one check at the highest cost, and each step doubles its time; make one with htpasswd -nBC 10",
+                        parts.get_cost()
+                    ),
                 ));
             }
             if name.contains(':') {
@@ -357,6 +366,10 @@ mod tests {
         (
             "colon_in_user.yml",
             "basic_auth_users.ad:min: a user name cannot contain ':' in Basic auth",
+        ),
+        (
+            "cost_too_high.yml",
+            "basic_auth_users.admin: bcrypt cost 17 is outside 4 to 16: start-up and every failed login run one check at the highest cost, and each step doubles its time; make one with htpasswd -nBC 10",
         ),
         (
             "header_bad_value.yml",
