@@ -121,16 +121,8 @@ fn can_read(user: &User, account: &str) -> bool {
 }
 
 /// The account, or the documented 404 (unknown) / 403 (not this user's) answer.
-fn readable_account<'s>(
-    scenario: &'s Scenario,
-    user: &User,
-    id: &str,
-) -> Result<&'s Account, Denied> {
-    let account = scenario
-        .accounts
-        .iter()
-        .find(|a| a.id == id)
-        .ok_or(Denied::NotFound)?;
+fn readable_account<'s>(fleet: &'s Fleet, user: &User, id: &str) -> Result<&'s Account, Denied> {
+    let account = fleet.account(id).ok_or(Denied::NotFound)?;
     if !can_read(user, id) {
         return Err(Denied::Forbidden);
     }
@@ -242,7 +234,7 @@ async fn list_zones(
 ) -> Response {
     let fleet = lock(&shared.fleet);
     let account = match authenticate(&fleet.scenario, req.headers())
-        .and_then(|user| readable_account(&fleet.scenario, user, &account))
+        .and_then(|user| readable_account(&fleet, user, &account))
     {
         Ok(a) => a,
         Err(r) => return r.into_response(),
@@ -347,7 +339,7 @@ fn list_images(shared: &Shared, account: Option<String>, req: Request, shape: Sh
     let Some(account) = account else {
         return item_not_found();
     };
-    if let Err(r) = readable_account(scenario, user, &account) {
+    if let Err(r) = readable_account(&fleet, user, &account) {
         return r.into_response();
     }
     let items = matching_images(&fleet, &account, &req);
@@ -370,7 +362,7 @@ async fn show_image(
     let fleet = lock(&shared.fleet);
     let scenario = &fleet.scenario;
     if let Err(r) =
-        authenticate(scenario, req.headers()).and_then(|u| readable_account(scenario, u, &account))
+        authenticate(scenario, req.headers()).and_then(|u| readable_account(&fleet, u, &account))
     {
         return r.into_response();
     }
