@@ -250,9 +250,9 @@ fn publish(metrics: &Metrics, published: &watch::Sender<Arc<Published>>, snapsho
         target: "flexcloud_exporter::exposition",
         cycle = snapshot.cycle,
         cycle_seconds = snapshot.duration.as_secs_f64(),
-        series = exposition.text.samples(),
-        bytes = exposition.text.len(),
-        gzip_bytes = exposition.text.gzip_len(),
+        series = exposition.measured().samples(),
+        bytes = exposition.measured().len(),
+        gzip_bytes = exposition.measured().gzip_len(),
         encode_seconds = started.elapsed().as_secs_f64(),
         "exposition encoded"
     );

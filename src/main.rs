@@ -144,7 +144,7 @@ async fn once(config: Config) -> Result<ExitCode, Error> {
     let (process, _) = flexcloud_exporter::metrics::encode_scrape_time(None);
     print!(
         "{}{process}",
-        String::from_utf8_lossy(&exposition.text.plain())
+        String::from_utf8_lossy(&exposition.plain_text())
     );
     if snapshot.all_succeeded() {
         eprintln!(

@@ -114,7 +114,7 @@ fn exposition_matches_the_recorded_file() {
     let exposition = metrics.encode(Some(std::sync::Arc::new(snapshot())), now);
     // Compared as written: the encoder's order is deterministic (sorted maps, fixed
     // endpoint order), and a diff in order is a diff operators see.
-    let got = std::str::from_utf8(&exposition.text.plain())
+    let got = std::str::from_utf8(&exposition.plain_text())
         .unwrap()
         .replace(
             &format!("revision=\"{}\"", env!("FLEXCLOUD_REVISION")),

@@ -55,7 +55,7 @@ async fn run_replica(sim: &Simulator, shard: &str) -> Replica {
         .filter_map(|rest| rest.split('/').next())
         .map(String::from)
         .collect();
-    let text = pipeline.subscribe().borrow().exposition.text.plain();
+    let text = pipeline.subscribe().borrow().exposition.plain_text();
     let metrics = common::Metrics::parse(std::str::from_utf8(&text).unwrap());
     let images = metrics
         .series("flexcloud_images", &[])

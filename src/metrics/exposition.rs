@@ -1,6 +1,6 @@
-//! A cycle's exposition as a scrape hands it out: each format compressed once per cycle,
-//! kept plain only once a client has asked for it plain, and the scrape-time metrics
-//! spliced onto either form.
+//! A cycle's exposition as a scrape hands it out: each format encoded only once a client
+//! has asked for it and then compressed once per cycle, kept plain only once a client has
+//! asked for it plain, and the scrape-time metrics spliced onto either form.
 //!
 //! The compressed form is a gzip member whose deflate stream stops, sync-flushed, after the
 //! cycle's part. A scrape compresses only its own small tail (the process metrics) as the
@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress, Status};
+use prometheus_client::registry::Registry;
 
 /// The compression level of the cycle's part. Level 1 compresses a cycle's exposition (long
 /// runs of repeated label names and values) to within a fifth of what level 6 reaches, in
@@ -29,28 +30,53 @@ pub enum Format {
     OpenMetrics,
 }
 
-/// Which forms clients have asked for since start; a form nobody asked for is not kept.
+/// Which formats and forms clients have asked for since start: a format nobody asked for
+/// is not encoded at the end of a cycle, and a form nobody asked for is not kept.
 #[derive(Debug, Default)]
 pub struct Demand {
+    text: AtomicBool,
+    openmetrics: AtomicBool,
     plain_text: AtomicBool,
     plain_openmetrics: AtomicBool,
 }
 
 impl Demand {
+    /// A client wants `format`, compressed or not.
+    pub fn note(&self, format: Format) {
+        self.flag(format, false).store(true, Ordering::Relaxed);
+    }
+
     /// A client wants `format` uncompressed.
     pub fn note_plain(&self, format: Format) {
-        self.flag(format).store(true, Ordering::Relaxed);
+        self.note(format);
+        self.flag(format, true).store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a client has wanted `format` since start.
+    pub fn wants(&self, format: Format) -> bool {
+        self.flag(format, false).load(Ordering::Relaxed)
     }
 
     /// Whether a client has wanted `format` uncompressed since start.
     pub fn wants_plain(&self, format: Format) -> bool {
-        self.flag(format).load(Ordering::Relaxed)
+        self.flag(format, true).load(Ordering::Relaxed)
     }
 
-    fn flag(&self, format: Format) -> &AtomicBool {
-        match format {
-            Format::Text => &self.plain_text,
-            Format::OpenMetrics => &self.plain_openmetrics,
+    /// The formats a cycle encodes as it ends: those asked for, or the text format before
+    /// any client asked (the first scrape of the other then encodes it once).
+    pub fn formats(&self) -> impl Iterator<Item = Format> + '_ {
+        let none = !self.wants(Format::Text) && !self.wants(Format::OpenMetrics);
+        [Format::Text, Format::OpenMetrics]
+            .into_iter()
+            .filter(move |f| self.wants(*f) || (none && *f == Format::Text))
+    }
+
+    fn flag(&self, format: Format, plain: bool) -> &AtomicBool {
+        match (format, plain) {
+            (Format::Text, false) => &self.text,
+            (Format::OpenMetrics, false) => &self.openmetrics,
+            (Format::Text, true) => &self.plain_text,
+            (Format::OpenMetrics, true) => &self.plain_openmetrics,
         }
     }
 }
@@ -240,22 +266,77 @@ fn finish(out: &mut Vec<u8>, tail: &[u8], mut crc: crc32fast::Hasher, len: u64) 
     out.extend_from_slice(&((total & 0xffff_ffff) as u32).to_le_bytes());
 }
 
-/// A cycle's exposition in both formats, without the OpenMetrics `# EOF`.
+/// A cycle's exposition in the formats clients ask for, without the OpenMetrics `# EOF`.
 #[derive(Debug, Clone)]
 pub struct Exposition {
-    pub text: Encoded,
-    pub openmetrics: Encoded,
+    text: OnceLock<Encoded>,
+    openmetrics: OnceLock<Encoded>,
+    /// The cycle's metrics, for a format first asked for after the cycle ended. Small next
+    /// to an encoding: it shares the snapshot and holds the counters.
+    source: Arc<Registry>,
     /// Shared with every later cycle: what clients have asked for.
     pub demand: Arc<Demand>,
 }
 
 impl Exposition {
+    /// Encodes `source` in the formats `demand` names now; any other waits for its first
+    /// client.
+    pub fn new(source: Registry, demand: Arc<Demand>) -> Self {
+        let exposition = Exposition {
+            text: OnceLock::new(),
+            openmetrics: OnceLock::new(),
+            source: Arc::new(source),
+            demand,
+        };
+        for format in exposition.demand.formats() {
+            exposition.format(format);
+        }
+        exposition
+    }
+
+    /// `format`, encoded now if this is its first client since the cycle ended.
     pub fn format(&self, format: Format) -> &Encoded {
-        match format {
+        let cell = match format {
             Format::Text => &self.text,
             Format::OpenMetrics => &self.openmetrics,
+        };
+        cell.get_or_init(|| encode(&self.source, format, self.demand.wants_plain(format)))
+    }
+
+    /// The first format encoded at the end of the cycle (text when clients want it): the
+    /// cycle's series and size as the log and `flexcloud_exposition_*` give them.
+    pub fn measured(&self) -> &Encoded {
+        self.text
+            .get()
+            .or(self.openmetrics.get())
+            .unwrap_or_else(|| self.format(Format::Text))
+    }
+
+    /// The text format, uncompressed: what a person or a test reads.
+    pub fn plain_text(&self) -> Bytes {
+        self.demand.note_plain(Format::Text);
+        self.format(Format::Text).plain()
+    }
+
+    /// Whether `format` is encoded already, so serving it costs no encode.
+    pub fn is_encoded(&self, format: Format) -> bool {
+        match format {
+            Format::Text => self.text.get().is_some(),
+            Format::OpenMetrics => self.openmetrics.get().is_some(),
         }
     }
+}
+
+fn encode(registry: &Registry, format: Format, keep_plain: bool) -> Encoded {
+    let mut writer = Writer::new(keep_plain);
+    // Writing to a Writer cannot fail; an error here would be a bug in an encoder.
+    let _ = match format {
+        Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut writer, registry),
+        Format::OpenMetrics => {
+            prometheus_client::encoding::text::encode_registry(&mut writer, registry)
+        }
+    };
+    writer.finish()
 }
 
 #[cfg(test)]
@@ -330,6 +411,48 @@ mod tests {
             encoded.gzip_len(),
             body.len()
         );
+    }
+
+    fn registry() -> Registry {
+        let mut registry = Registry::default();
+        let gauge: prometheus_client::metrics::gauge::Gauge = Default::default();
+        gauge.set(7);
+        registry.register("flexcloud_test", "A test gauge", gauge);
+        registry
+    }
+
+    #[test]
+    fn a_cycle_encodes_only_the_formats_clients_asked_for() {
+        let demand = Arc::new(Demand::default());
+        // Before any client: the text format only, so the log has its figures.
+        let first = Exposition::new(registry(), demand.clone());
+        assert!(first.is_encoded(Format::Text));
+        assert!(!first.is_encoded(Format::OpenMetrics));
+        // The first OpenMetrics client of that cycle gets it encoded then.
+        demand.note(Format::OpenMetrics);
+        let late = String::from_utf8(first.format(Format::OpenMetrics).plain().to_vec()).unwrap();
+        assert!(late.contains("flexcloud_test 7\n"), "{late}");
+        assert!(!late.contains("# EOF"), "the scrape appends the end");
+        // From the next cycle on, only what clients ask for.
+        let next = Exposition::new(registry(), demand.clone());
+        assert!(next.is_encoded(Format::OpenMetrics));
+        assert!(!next.is_encoded(Format::Text));
+        assert_eq!(next.measured().samples(), 1);
+        assert_eq!(next.format(Format::OpenMetrics).plain(), late.as_bytes());
+        demand.note(Format::Text);
+        let both = Exposition::new(registry(), demand);
+        assert!(both.is_encoded(Format::Text) && both.is_encoded(Format::OpenMetrics));
+    }
+
+    #[test]
+    fn a_form_asked_for_plain_is_kept_plain_from_the_next_cycle() {
+        let demand = Arc::new(Demand::default());
+        demand.note(Format::Text);
+        let gzip_only = Exposition::new(registry(), demand.clone());
+        assert!(gzip_only.format(Format::Text).plain.get().is_none());
+        demand.note_plain(Format::Text);
+        let kept = Exposition::new(registry(), demand);
+        assert!(kept.format(Format::Text).plain.get().is_some());
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub struct Metrics {
     cutting_saving_series: AtomicBool,
     /// How long an account may be gone before its series go (`FLEXCLOUD_STALE_AFTER`).
     forget_after: Duration,
-    /// Series and bytes of the previous exposition (text format, uncompressed).
+    /// Series and bytes of the previous exposition, uncompressed, in its first format.
     previous_series: AtomicU64,
     previous_bytes: AtomicU64,
     demand: Arc<Demand>,
@@ -177,21 +177,12 @@ impl Metrics {
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(collector));
-        // Writing to a Writer cannot fail; an error here would be a bug in an encoder.
-        let mut text = Writer::new(self.demand.wants_plain(Format::Text));
-        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
-        let text = text.finish();
+        let exposition = Exposition::new(registry, self.demand.clone());
+        let measured = exposition.measured();
         self.previous_series
-            .store(text.samples(), Ordering::Relaxed);
-        self.previous_bytes.store(text.len(), Ordering::Relaxed);
-        let mut openmetrics = Writer::new(self.demand.wants_plain(Format::OpenMetrics));
-        let _ = prometheus_client::encoding::text::encode_registry(&mut openmetrics, &registry);
-        let openmetrics = openmetrics.finish();
-        Exposition {
-            text,
-            openmetrics,
-            demand: self.demand.clone(),
-        }
+            .store(measured.samples(), Ordering::Relaxed);
+        self.previous_bytes.store(measured.len(), Ordering::Relaxed);
+        exposition
     }
 
     /// Notes the accounts of `snapshot` as seen at `now` and removes the series of those gone
@@ -798,14 +789,14 @@ impl CycleCollector {
         single(
             encoder,
             "flexcloud_exposition_series",
-            "Series in the previous cycle's exposition (text format); watch it grow before a scrape limit refuses the target",
+            "Series in the previous cycle's exposition; watch it grow before a scrape limit refuses the target",
             None,
             ConstGauge::new(self.previous_series as i64),
         )?;
         single(
             encoder,
             "flexcloud_exposition",
-            "Size of the previous cycle's exposition (text format, uncompressed)",
+            "Size of the previous cycle's exposition, uncompressed (text format, or OpenMetrics while no client asks for text)",
             Some(&Unit::Bytes),
             ConstGauge::new(self.previous_bytes as i64),
         )?;

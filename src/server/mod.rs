@@ -151,6 +151,26 @@ async fn serve_metrics(State(state): State<ServerState>, headers: HeaderMap) -> 
             scrape_text,
         ),
     };
+    if gzip {
+        published.exposition.demand.note(format);
+    } else {
+        published.exposition.demand.note_plain(format);
+    }
+    let published = if published.exposition.is_encoded(format) {
+        published
+    } else {
+        // The first client of this format since the cycle ended: encoding a large fleet
+        // takes a while, so not on a worker that serves other connections.
+        let encoding = published.clone();
+        match tokio::task::spawn_blocking(move || {
+            encoding.exposition.format(format);
+        })
+        .await
+        {
+            Ok(()) => published,
+            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
+    };
     let encoded = published.exposition.format(format);
     let mut response = if gzip {
         // Two chunks: the shared cycle bytes are not copied per scrape.
@@ -162,7 +182,6 @@ async fn serve_metrics(State(state): State<ServerState>, headers: HeaderMap) -> 
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         response
     } else {
-        published.exposition.demand.note_plain(format);
         let chunks = [Ok::<_, Infallible>(encoded.plain()), Ok(Bytes::from(tail))];
         Body::from_stream(futures_util::stream::iter(chunks)).into_response()
     };

@@ -179,7 +179,7 @@ pub async fn one_cycle(config: Config) -> Metrics {
         .expect("exporter builds")
         .collect_once()
         .await;
-    Metrics::parse(std::str::from_utf8(&exposition.text.plain()).expect("utf-8 exposition"))
+    Metrics::parse(std::str::from_utf8(&exposition.plain_text()).expect("utf-8 exposition"))
 }
 
 /// A simulator and a collector against it, cycled by hand.
@@ -237,7 +237,7 @@ impl Harness {
     }
 
     pub fn metrics(&self) -> Metrics {
-        let text = self.published.borrow().exposition.text.plain();
+        let text = self.published.borrow().exposition.plain_text();
         Metrics::parse(std::str::from_utf8(&text).expect("utf-8 exposition"))
     }
 
