@@ -11,11 +11,10 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{BIN, HANG, PASSWORD, USER};
+use common::{BIN, HANG, PASSWORD, TempDir, USER};
 use flexcloud_sim::{Scenario, Simulator};
 
 /// A password typed into a URL: it must show nowhere.
@@ -238,44 +237,6 @@ fn fleet() -> Scenario {
         .account("globex", &["TAMPA"])
         .image("acme", "1", "ACTIVE", "BASE", &["TAMPA"])
         .image("globex", "2", "SAVING", "SERVER", &["TAMPA"])
-}
-
-/// A folder of its own for one test's files, removed when the test ends.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "flexcloud-hostile-{name}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, contents: &[u8]) -> PathBuf {
-        let path = self.path(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-
-    fn symlink(&self, name: &str, target: &Path) -> PathBuf {
-        let path = self.path(name);
-        std::os::unix::fs::symlink(target, &path).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // 1. Values that are not UTF-8 ----------------------------------------------------------------
@@ -688,8 +649,8 @@ async fn log_filters_of_levels_and_directives_are_accepted() {
 fn a_password_file_too_large_or_not_a_regular_file_exits_2_naming_it() {
     let dir = TempDir::new("password-file");
     // Large files of a password-like text, which must not be echoed either.
-    let big = dir.write("big", &"hunter2-".repeat(10 * 1024 * 1024 / 8).into_bytes());
-    let just_over = dir.write("4097", &[b'h'; 4097]);
+    let big = dir.write("big", "hunter2-".repeat(10 * 1024 * 1024 / 8).into_bytes());
+    let just_over = dir.write("4097", [b'h'; 4097]);
     let empty = dir.write("empty", b"");
     let only_newline = dir.write("newline", b"\n");
     let not_utf8 = dir.write("not-utf8", b"hunter2\xff\n");
@@ -754,7 +715,7 @@ fn a_fifo_as_password_file_exits_2_without_waiting_for_a_writer() {
 #[ignore = "needs real time: a refused password file is refused at once, not after reading it"]
 fn a_huge_or_endless_password_file_is_refused_within_a_second() {
     let dir = TempDir::new("prompt");
-    let big = dir.write("big", &vec![b'x'; 10 * 1024 * 1024]);
+    let big = dir.write("big", vec![b'x'; 10 * 1024 * 1024]);
     for path in [
         big,
         PathBuf::from("/dev/zero"),

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{BIN, HANG, Metrics, PASSWORD, Running, USER, binary_env};
+use common::{BIN, HANG, Metrics, PASSWORD, Running, TempDir, USER, binary_env};
 use flexcloud_sim::Scenario;
 use flexcloud_sim::scenario::Image;
 
@@ -313,23 +313,6 @@ impl Drop for SlowLink<'_> {
         if self.installed {
             self.qdisc("del").into_iter().for_each(run_quietly);
         }
-    }
-}
-
-/// A folder of its own for this run's files, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("flexcloud-netfaults-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -815,8 +798,8 @@ fn kinds(lines: &[FailureLine]) -> BTreeMap<String, usize> {
 #[tokio::test]
 #[ignore = "needs root, iproute2 and nftables"]
 async fn probes_over_a_lossy_slow_and_cut_link_fail_as_timeouts_and_recover_within_two_cycles() {
-    let dir = TempDir::new();
-    let scenario = dir.0.join("scenario.json");
+    let dir = TempDir::new("netfaults");
+    let scenario = dir.path("scenario.json");
     std::fs::write(&scenario, serde_json::to_string_pretty(&fleet()).unwrap()).unwrap();
     let namespace = ApiNamespace::create();
     let sim = SimProcess::start(&namespace, &scenario);

@@ -11,11 +11,11 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{BIN, HANG, Metrics, PASSWORD, Running, USER, binary_env, eventually};
+use common::{BIN, HANG, Metrics, PASSWORD, Running, TempDir, USER, binary_env, eventually};
 use flexcloud_sim::{Scenario, Simulator};
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,34 +60,6 @@ fn send_signal(child: &Child, signal: &str) {
     assert!(sent.success(), "SIG{signal} sent");
 }
 
-/// A folder of its own for one test's files, removed when the test ends.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "flexcloud-network-{name}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 // 3. Graceful shutdown ------------------------------------------------------------------------
 
 /// A test CA and a certificate it signed for 127.0.0.1, made fresh for each test.
@@ -122,10 +94,10 @@ fn tls_web_config(dir: &TempDir, pki: &Pki) -> PathBuf {
     dir.write("server.key", &pki.key_pem);
     dir.write(
         "web.yml",
-        &format!(
+        format!(
             "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
-            dir.0.join("server.crt").display(),
-            dir.0.join("server.key").display()
+            dir.path("server.crt").display(),
+            dir.path("server.key").display()
         ),
     )
 }
