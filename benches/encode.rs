@@ -97,7 +97,7 @@ fn encode(c: &mut Criterion) {
         let snapshot = Arc::new(snapshot);
         let size = api
             .encode(Some(snapshot.clone()), SystemTime::now())
-            .text
+            .measured()
             .len();
         group.throughput(Throughput::Bytes(size));
         group.bench_function(

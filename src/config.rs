@@ -99,7 +99,7 @@ pub const PASSWORD: Setting<SecretString> = Setting {
 pub const PASSWORD_FILE: Setting<PathBuf> = Setting {
     name: "FLEXCLOUD_PASSWORD_FILE",
     default: DefaultValue::Unset,
-    help: "file holding the password (trailing newline trimmed)",
+    help: "file holding the password (trailing newline trimmed); read again at every cycle, after a 401 and on SIGHUP",
     expected: "a path",
     parse: parse_path,
     secret: false,
@@ -347,6 +347,8 @@ pub struct Config {
     pub api_url: Url,
     pub username: String,
     pub password: SecretString,
+    /// Where the password came from, when from a file: read again on change.
+    pub password_file: Option<PathBuf>,
     pub accounts: Vec<String>,
     pub zones: Vec<String>,
     pub interval: Duration,
@@ -375,6 +377,7 @@ pub struct ApiAccess {
     pub url: Url,
     pub username: String,
     pub password: SecretString,
+    pub password_file: Option<PathBuf>,
 }
 
 /// Defaults that a mode other than the plain exporter puts in place of the declared ones,
@@ -560,7 +563,8 @@ impl Config {
 }
 
 fn api_access(env: &Env) -> Result<ApiAccess, ConfigError> {
-    let password = match (env.get(&PASSWORD)?, env.get(&PASSWORD_FILE)?) {
+    let password_file: Option<PathBuf> = env.get(&PASSWORD_FILE)?;
+    let password = match (env.get(&PASSWORD)?, password_file.clone()) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::Conflict {
                 var: PASSWORD_FILE.name,
@@ -586,6 +590,7 @@ fn api_access(env: &Env) -> Result<ApiAccess, ConfigError> {
         url: env.required(&API_URL)?,
         username,
         password,
+        password_file,
     })
 }
 
@@ -635,6 +640,7 @@ fn build(env: &Env, access: ApiAccess, defaults: ModeDefaults) -> Result<Config,
         api_url: access.url,
         username: access.username,
         password: access.password,
+        password_file: access.password_file,
         accounts: env.get(&ACCOUNTS)?.unwrap_or_default(),
         zones: env.get(&ZONES)?.unwrap_or_default(),
         interval,
@@ -1070,6 +1076,7 @@ mod tests {
             url: Url::parse("http://127.0.0.1:1/").unwrap(),
             username: "demo".into(),
             password: SecretString::from("pw"),
+            password_file: None,
         };
         let defaults = ModeDefaults {
             listen_address: Some("127.0.0.1:9819".parse().unwrap()),

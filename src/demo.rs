@@ -46,6 +46,7 @@ pub fn run() -> ExitCode {
                 url,
                 username: user.username,
                 password: SecretString::from(user.password),
+                password_file: None,
             },
             Err(e) => return fail(&format!("the simulator's URL does not parse: {e}")),
         };

@@ -12,7 +12,8 @@
 //! [`metrics::Metrics`] implements). `tests/layers.rs` checks the rule on every build.
 //! 0. [`timestamp`], [`telemetry`]: the API's timestamps; the tracing subscriber and
 //!    [`telemetry::LogFormat`]. They import nothing of the crate.
-//! 1. [`config`]: `FLEXCLOUD_*` settings, one declaration each.
+//! 1. [`config`]: `FLEXCLOUD_*` settings, one declaration each; [`reload`]: whether the
+//!    files read again while running loaded.
 //! 2. [`api`]: the FlexCloud client (HTTP, paging, retries, typed models, errors), the
 //!    credential gate, and the request observer trait.
 //! 3. [`snapshot`]: our typed view of one cycle, built by pure functions from API answers;
@@ -31,6 +32,7 @@ pub mod collector;
 pub mod config;
 pub mod landing;
 pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod snapshot;
 pub mod telemetry;
@@ -159,7 +161,8 @@ impl Exporter {
     /// Collects in the background and serves the endpoints on `listener` until `shutdown`.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) {
         let pipeline = self.pipeline();
-        let endpoint = Arc::new(EndpointMetrics::default());
+        let reload = self.client.reload_status();
+        let endpoint = Arc::new(EndpointMetrics::with_reload_status(reload.clone()));
         let state = ServerState {
             published: pipeline.subscribe(),
             info: Arc::new(PageInfo {
@@ -182,17 +185,21 @@ impl Exporter {
                 "listening"
             );
         }
-        let router = server::secured_router(state, &self.web);
-        server::serve(
-            listener,
-            router,
-            self.web.tls.clone(),
-            self.limits(),
-            endpoint,
-            shutdown.wait(),
-        )
-        .await;
+        let (served, serving) = watch::channel(server::Served {
+            router: server::secured_router(state.clone(), &self.web),
+            tls: self.web.tls.clone(),
+        });
+        let reloader = Reloader {
+            client: self.client.clone(),
+            web_file: self.config.web_config_file.clone(),
+            web_fingerprint: self.web.fingerprint,
+            state,
+            served,
+        };
+        let reloads = tokio::spawn(reloader.run(shutdown.clone()));
+        server::serve_reloading(listener, serving, self.limits(), endpoint, shutdown.wait()).await;
         let _ = collector.await;
+        reloads.abort();
     }
 
     /// Runs one cycle and returns it with its exposition.
@@ -260,6 +267,96 @@ fn publish(metrics: &Metrics, published: &watch::Sender<Arc<Published>>, snapsho
         snapshot: Some(snapshot),
         exposition,
     }));
+}
+
+/// How often the web config file is read again; exporter-toolkit reads it for every request,
+/// which a check every few seconds matches closely enough at a fraction of the work.
+const WEB_CONFIG_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the files that may change while the exporter runs: the web config file every few
+/// seconds, both it and the password file on SIGHUP (the collector reads the password file
+/// at every cycle too). SIGHUP never ends the process: its default action would, and
+/// systemd counts that as a clean exit.
+struct Reloader {
+    client: Arc<ApiClient>,
+    web_file: Option<std::path::PathBuf>,
+    web_fingerprint: u64,
+    state: ServerState,
+    served: watch::Sender<server::Served>,
+}
+
+impl Reloader {
+    async fn run(mut self, shutdown: Shutdown) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(error) => {
+                warn!(error = %error, "cannot listen for SIGHUP; the files are still read again on their own schedule");
+                None
+            }
+        };
+        let mut checks = tokio::time::interval(WEB_CONFIG_CHECK_EVERY);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        loop {
+            let hangup = async {
+                match hangups.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = checks.tick() => self.check_web_config(),
+                received = hangup => {
+                    if received.is_none() {
+                        hangups = None;
+                        continue;
+                    }
+                    info!("SIGHUP: reading the password file and the web config file again");
+                    self.client.reload_password();
+                    self.check_web_config();
+                }
+            }
+        }
+    }
+
+    /// Loads the web config file again; a new content serves new connections, a file that
+    /// no longer loads leaves the previous config in force.
+    fn check_web_config(&mut self) {
+        use crate::reload::Source;
+        let Some(path) = &self.web_file else {
+            return;
+        };
+        let status = self.client.reload_status();
+        match WebConfig::load(path) {
+            Ok(web) if web.fingerprint == self.web_fingerprint => {
+                if status.unchanged(Source::WebConfigFile) {
+                    info!(path = %path.display(), "web config file loads again; it is unchanged");
+                }
+            }
+            Ok(web) => {
+                self.web_fingerprint = web.fingerprint;
+                self.served.send_replace(server::Served {
+                    router: server::secured_router(self.state.clone(), &web),
+                    tls: web.tls.clone(),
+                });
+                status.loaded(Source::WebConfigFile);
+                info!(
+                    path = %path.display(),
+                    tls = web.tls.is_some(),
+                    basic_auth_users = web.basic_auth.as_ref().map_or(0, |a| a.user_count()),
+                    "web config file changed; new connections use it"
+                );
+            }
+            Err(error) => {
+                if status.failed_now(Source::WebConfigFile) {
+                    tracing::error!(error = %error, "web config file no longer loads; the previous config stays in force");
+                }
+            }
+        }
+    }
 }
 
 /// Builds the exporter for `config` and serves it on `listener` until `shutdown`.

@@ -8,6 +8,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("timestamp", 0),
     ("telemetry", 0),
     ("config", 1),
+    ("reload", 1),
     ("api", 2),
     ("snapshot", 3),
     ("collector", 4),

@@ -4,7 +4,6 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use flexcloud_exporter::config::Config;
@@ -16,37 +15,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+mod common;
+
+use common::TempDir;
+
 const BIN: &str = env!("CARGO_BIN_EXE_flexcloud-exporter");
 const USER: &str = "prometheus";
 const PASSWORD: &str = "scrape-Pa55word";
-
-/// A folder of its own for one test's files, removed when the test ends.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "flexcloud-webconfig-{name}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A test CA and a server certificate it signed for 127.0.0.1 and localhost, made fresh so
 /// nothing expires in the repository.
@@ -91,7 +66,7 @@ fn tls_files(dir: &TempDir, pki: &Pki, extra_tls: &str, rest: &str) -> PathBuf {
     dir.write("server.key", &pki.key_pem);
     dir.write(
         "web.yml",
-        &format!(
+        format!(
             "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{extra_tls}{rest}"
         ),
     )
@@ -285,7 +260,7 @@ async fn basic_auth_and_headers_work_without_tls() {
     let dir = TempDir::new("plain-auth");
     let web = dir.write(
         "web.yml",
-        &format!(
+        format!(
             "{}http_server_config:\n  headers:\n    X-Frame-Options: deny\n    X-Content-Type-Options: nosniff\n",
             users_section()
         ),
@@ -428,4 +403,106 @@ fn the_documented_example_loads() {
     assert!(web.tls.is_some());
     assert_eq!(web.basic_auth.unwrap().user_count(), 1);
     assert_eq!(web.headers.len(), 3);
+}
+
+// Re-read while running ---------------------------------------------------------------------
+
+/// A client that opens a new connection for every request: a reloaded config applies to new
+/// connections only.
+fn fresh_connections(builder: reqwest::ClientBuilder) -> reqwest::Client {
+    builder
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn users(user: &str, password: &str) -> String {
+    format!(
+        "basic_auth_users:\n  {user}: {}\n",
+        bcrypt::hash(password, 4).unwrap()
+    )
+}
+
+async fn reload_successful(client: &reqwest::Client, url: &str, who: (&str, &str)) -> f64 {
+    let body = get(client, url, Some(who)).await.text().await.unwrap();
+    common::Metrics::parse(&body).value("flexcloud_config_last_reload_successful", &[])
+}
+
+#[tokio::test]
+async fn a_rewritten_web_config_applies_to_new_connections_and_a_broken_one_keeps_the_last() {
+    let dir = TempDir::new("reload-users");
+    let path = dir.write("web.yml", users("alice", "first-Pa55"));
+    let exporter = Exporter::start(Some(&path)).await;
+    let client = fresh_connections(reqwest::Client::builder().no_proxy());
+    let metrics = exporter.url("http", "/metrics");
+    assert_eq!(
+        get(&client, &metrics, Some(("alice", "first-Pa55")))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    // Rotated: bob replaces alice.
+    dir.write("web.yml", users("bob", "second-Pa55"));
+    common::eventually("bob admitted", || async {
+        (get(&client, &metrics, Some(("bob", "second-Pa55")))
+            .await
+            .status()
+            == StatusCode::OK)
+            .then_some(())
+    })
+    .await;
+    assert_unauthorized(
+        &get(&client, &metrics, Some(("alice", "first-Pa55"))).await,
+        "alice after the rotation",
+    );
+    assert_eq!(
+        reload_successful(&client, &metrics, ("bob", "second-Pa55")).await,
+        1.0
+    );
+
+    // Broken: the last good config stays, and the metric says so until it loads again.
+    for broken in [
+        "basic_auth_users: [\n",
+        "basic_auth_users:\n  carol: not-a-hash\n",
+    ] {
+        dir.write("web.yml", broken);
+        common::eventually("the failed reload reported", || async {
+            (reload_successful(&client, &metrics, ("bob", "second-Pa55")).await == 0.0)
+                .then_some(())
+        })
+        .await;
+        assert_unauthorized(&get(&client, &metrics, None).await, "still protected");
+        dir.write("web.yml", users("bob", "second-Pa55"));
+        common::eventually("the reload recovered", || async {
+            (reload_successful(&client, &metrics, ("bob", "second-Pa55")).await == 1.0)
+                .then_some(())
+        })
+        .await;
+    }
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_to_new_connections_without_a_restart() {
+    let (old, new) = (pki(), pki());
+    let dir = TempDir::new("reload-tls");
+    let path = tls_files(&dir, &old, "", "");
+    let exporter = Exporter::start(Some(&path)).await;
+    let url = exporter.url("https", "/-/healthy");
+    let trusts_old = fresh_connections(client_trusting(&old.ca_pem));
+    let trusts_new = fresh_connections(client_trusting(&new.ca_pem));
+    assert_eq!(get(&trusts_old, &url, None).await.status(), StatusCode::OK);
+    assert!(trusts_new.get(&url).send().await.is_err());
+
+    // cert-manager writes the new pair; the web config file itself does not change.
+    dir.write("server.key", &new.key_pem);
+    dir.write("server.crt", &new.cert_pem);
+    common::eventually("the new certificate served", || async {
+        trusts_new.get(&url).send().await.ok().map(|_| ())
+    })
+    .await;
+    assert!(trusts_old.get(&url).send().await.is_err());
+    exporter.stop().await;
 }

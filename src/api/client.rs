@@ -2,7 +2,8 @@
 //! reported to the observer.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -16,7 +17,8 @@ use super::error::{ApiError, InvalidReason};
 use super::gate::{CredentialGate, CredentialState};
 use super::model::{self, AccountPage, ImageEntry, ImagePage, ImageProblem, ZoneMap};
 use super::{Code, Endpoint, ImageType, RequestObserver};
-use crate::config::{Config, ConfigError};
+use crate::config::{self, Config, ConfigError};
+use crate::reload::{ReloadStatus, Source};
 
 /// The API's largest page, asked for from the first request of every paged list.
 const PAGE_SIZE: &str = "400";
@@ -34,6 +36,8 @@ pub struct ClientSettings {
     pub base_url: Url,
     pub username: String,
     pub password: SecretString,
+    /// The file `password` came from, read again at every cycle and after a 401.
+    pub password_file: Option<PathBuf>,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -59,6 +63,7 @@ impl ClientSettings {
             base_url: config.api_url.clone(),
             username: config.username.clone(),
             password: config.password.clone(),
+            password_file: config.password_file.clone(),
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
             read_timeout: config.read_timeout,
@@ -91,6 +96,20 @@ pub struct ApiClient {
     limiter: Semaphore,
     observer: Arc<dyn RequestObserver>,
     gate: CredentialGate,
+    /// The password in force: the settings' until the password file changes.
+    password: RwLock<SecretString>,
+    reload: Arc<ReloadStatus>,
+}
+
+/// What reading the password file again found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordReload {
+    /// No file, or the same password.
+    Unchanged,
+    /// A new password, in force from the next request; every credential back-off ended.
+    Changed,
+    /// The file cannot be read or holds no password; the previous one stays in force.
+    Failed,
 }
 
 impl ApiClient {
@@ -117,9 +136,57 @@ impl ApiClient {
             http,
             limiter: Semaphore::new(settings.concurrency.max(1)),
             gate: CredentialGate::new(settings.interval),
+            password: RwLock::new(settings.password.clone()),
             settings,
             observer,
+            reload: Arc::new(ReloadStatus::default()),
         })
+    }
+
+    /// Where the client records how its password file loads; shared with whatever else
+    /// reads files again (the web config).
+    pub fn reload_status(&self) -> Arc<ReloadStatus> {
+        self.reload.clone()
+    }
+
+    /// Reads the password file again (at the start of a cycle, after a 401, on SIGHUP). A
+    /// new password ends every credential back-off at once: the wait was for the old one.
+    pub fn reload_password(&self) -> PasswordReload {
+        let Some(path) = &self.settings.password_file else {
+            return PasswordReload::Unchanged;
+        };
+        let read = match config::read_password_file(path) {
+            Ok(password) => password,
+            Err(error) => {
+                let first = self.reload.failed_now(Source::PasswordFile);
+                if first {
+                    tracing::error!(path = %path.display(), error = %error, "cannot read the password file again; the previous password stays in force");
+                }
+                return PasswordReload::Failed;
+            }
+        };
+        let changed = {
+            let mut current = self
+                .password
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let changed = current.expose_secret() != read.expose_secret();
+            if changed {
+                *current = read;
+            }
+            changed
+        };
+        if changed {
+            self.reload.loaded(Source::PasswordFile);
+            self.gate.new_credentials();
+            tracing::info!(path = %path.display(), "password file changed; the new password is in force and every credential back-off has ended");
+            PasswordReload::Changed
+        } else {
+            if self.reload.unchanged(Source::PasswordFile) {
+                tracing::info!(path = %path.display(), "password file can be read again; its password is unchanged");
+            }
+            PasswordReload::Unchanged
+        }
     }
 
     /// Requests it has in flight at most (`FLEXCLOUD_CONCURRENCY`).
@@ -140,6 +207,7 @@ impl ApiClient {
     /// A cycle begins: until the API accepts the credentials in it, one request at a time
     /// carries them.
     pub fn begin_cycle(&self) {
+        self.reload_password();
         self.gate.begin_cycle();
     }
 
@@ -366,7 +434,12 @@ impl ApiClient {
         // a pointer to it this way, not its whole state.
         let result = Box::pin(self.exchange(url)).await;
         match &result {
-            Err(e) if e.http_status() == 401 => pass.rejected(),
+            // Sent with the previous password, if the file changed: not held against the new.
+            Err(e) if e.http_status() == 401 => {
+                if self.reload_password() != PasswordReload::Changed {
+                    pass.rejected();
+                }
+            }
             // No answer: the credentials were not judged; the pass lets the next one go.
             Err(e) if e.http_status() == 0 => drop(pass),
             _ => pass.accepted(),
@@ -386,13 +459,15 @@ impl ApiClient {
 
     async fn exchange(&self, url: &Url) -> Result<Reply, ApiError> {
         let started = Instant::now();
+        let password = self
+            .password
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let response = self
             .http
             .get(url.clone())
-            .basic_auth(
-                &self.settings.username,
-                Some(self.settings.password.expose_secret()),
-            )
+            .basic_auth(&self.settings.username, Some(password.expose_secret()))
             .header(ACCEPT, "application/json")
             .header(CONTENT_TYPE, "application/json")
             .send()

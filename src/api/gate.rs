@@ -197,6 +197,21 @@ impl CredentialGate {
         }
     }
 
+    /// New credentials (the password file changed): every back-off ends, and answers to
+    /// requests sent with the old ones count for nothing.
+    pub fn new_credentials(&self) {
+        let mut state = self.lock();
+        state.credentials = Backoff {
+            epoch: state.credentials.epoch + 1,
+            ..Backoff::default()
+        };
+        state.accounts.clear();
+        state.doubted = None;
+        state.verified = false;
+        drop(state);
+        self.turn.notify_waiters();
+    }
+
     /// The credentials' state.
     pub fn state(&self) -> CredentialState {
         let state = self.lock();

@@ -9,7 +9,7 @@ pub mod model;
 use std::borrow::Cow;
 use std::time::Duration;
 
-pub use client::{ApiClient, ClientSettings, is_path_segment};
+pub use client::{ApiClient, ClientSettings, PasswordReload, is_path_segment};
 pub use error::{ApiError, ErrorKind, InvalidReason};
 pub use gate::{CredentialGate, CredentialState};
 

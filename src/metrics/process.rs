@@ -1,10 +1,16 @@
-//! The metrics read at scrape time: the process's own (`process_*`, from `/proc`) and the
-//! endpoint's counter.
+//! The metrics read at scrape time: the process's own (`process_*`, from `/proc`), the
+//! endpoint's counter and whether the files read again while running loaded.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::UNIX_EPOCH;
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::reload::ReloadStatus;
 
 /// One reading of `/proc/self`. A scrape encodes it in both formats, so `/proc` is read
 /// once per scrape, not once per format: it is most of a scrape's fixed cost.
@@ -112,9 +118,18 @@ impl prometheus_client::collector::Collector for ProcessSample {
 #[derive(Debug, Default)]
 pub struct EndpointMetrics {
     connections_refused: Counter,
+    reload: Arc<ReloadStatus>,
 }
 
 impl EndpointMetrics {
+    /// With the status of the files the exporter reads again while running.
+    pub fn with_reload_status(reload: Arc<ReloadStatus>) -> Self {
+        EndpointMetrics {
+            connections_refused: Counter::default(),
+            reload,
+        }
+    }
+
     /// A connection was closed at once because the connection limit was reached.
     pub fn connection_refused(&self) {
         self.connections_refused.inc();
@@ -131,6 +146,27 @@ pub fn encode_scrape_time(endpoint: Option<&EndpointMetrics>) -> (String, String
             "flexcloud_web_connections_rejected",
             "Connections to the endpoint closed at once because FLEXCLOUD_WEB_MAX_CONNECTIONS were open",
             endpoint.connections_refused.clone(),
+        );
+        let successful: Gauge = Gauge::default();
+        successful.set(i64::from(endpoint.reload.successful()));
+        registry.register(
+            "flexcloud_config_last_reload_successful",
+            "1 when the latest check of the password file and the web config file loaded them or found them unchanged; 0 while one cannot be read or parsed (its previous content stays in force)",
+            successful,
+        );
+        let at: Gauge<f64, AtomicU64> = Gauge::default();
+        at.set(
+            endpoint
+                .reload
+                .last_success()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
+        registry.register_with_unit(
+            "flexcloud_config_last_reload_success_timestamp",
+            "Unix time the configuration files were last loaded: at start, or when one changed",
+            Unit::Seconds,
+            at,
         );
     }
     let mut text = String::new();
@@ -160,6 +196,8 @@ mod tests {
         // A registry writes its own metrics before those of its collectors.
         let expected = [
             "flexcloud_web_connections_rejected_total",
+            "flexcloud_config_last_reload_successful",
+            "flexcloud_config_last_reload_success_timestamp_seconds",
             "process_cpu_seconds_total",
             "process_resident_memory_bytes",
             "process_virtual_memory_bytes",
@@ -172,5 +210,9 @@ mod tests {
         assert!(openmetrics.ends_with("# EOF\n"));
         assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
         assert!(text.contains("flexcloud_web_connections_rejected_total 1\n"));
+        assert!(text.contains("flexcloud_config_last_reload_successful 1\n"));
+        endpoint.reload.failed(crate::reload::Source::WebConfigFile);
+        let (text, _) = encode_scrape_time(Some(&endpoint));
+        assert!(text.contains("flexcloud_config_last_reload_successful 0\n"));
     }
 }

@@ -68,7 +68,27 @@ pub async fn serve(
     endpoint: Arc<EndpointMetrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let (_fixed, served) = watch::channel(Served { router, tls });
+    serve_reloading(listener, served, limits, endpoint, shutdown).await;
+}
+
+/// What a new connection is served with: the routes (with the web config's authentication
+/// and headers) and, for HTTPS, the TLS configuration.
+#[derive(Clone)]
+pub struct Served {
+    pub router: Router,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// As [`serve`], each new connection taking what `served` holds when it is accepted: a
+/// reloaded web config applies to new connections, open ones keep theirs.
+pub async fn serve_reloading(
+    listener: TcpListener,
+    served: watch::Receiver<Served>,
+    limits: Limits,
+    endpoint: Arc<EndpointMetrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop, stopped) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
@@ -102,8 +122,8 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let router = router.clone();
+        let Served { router, tls } = served.borrow().clone();
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let stopped = stopped.clone();
         connections.spawn(async move {
             serve_connection(acceptor, stream, peer, router, limits, stopped).await;

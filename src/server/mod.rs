@@ -5,7 +5,7 @@ mod accept;
 mod conn;
 
 pub use accept::{Format, accepts_gzip, negotiate};
-pub use conn::{Limits, serve};
+pub use conn::{Limits, Served, serve, serve_reloading};
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -61,6 +61,9 @@ pub struct WebConfig {
     pub basic_auth: Option<Arc<BasicAuth>>,
     /// Added to every response (`http_server_config.headers`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// A digest of the file and of the certificate and key files it names, so a check can
+    /// tell a rewrite (a renewed certificate included) from the same content read again.
+    pub fingerprint: u64,
 }
 
 // The file's shape. Unknown keys are errors at every level, as exporter-toolkit's strict
@@ -176,8 +179,17 @@ impl WebConfig {
             Some(headers) => file.headers(&headers)?,
             None => Vec::new(),
         };
+        let mut digest = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(text, &mut digest);
         let tls = match raw.tls_server_config {
-            Some(tls) if !tls.is_empty() => Some(Arc::new(file.tls(tls)?)),
+            Some(tls) if !tls.is_empty() => {
+                // The files as they are now; the TLS setup below reads them once more.
+                for name in [&tls.cert_file, &tls.key_file].into_iter().flatten() {
+                    let bytes = std::fs::read(file.dir.join(name)).unwrap_or_default();
+                    std::hash::Hash::hash(&bytes, &mut digest);
+                }
+                Some(Arc::new(file.tls(tls)?))
+            }
             _ => None,
         };
         let basic_auth = match raw.basic_auth_users {
@@ -188,6 +200,7 @@ impl WebConfig {
             tls,
             basic_auth,
             headers,
+            fingerprint: std::hash::Hasher::finish(&digest),
         })
     }
 }
