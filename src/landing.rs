@@ -86,7 +86,7 @@ pub fn render(info: &PageInfo, snapshot: Option<&Snapshot>) -> String {
                     let saving: u64 = inv
                         .count_rows()
                         .iter()
-                        .filter(|(_, s, _)| s == "SAVING")
+                        .filter(|(_, s, _)| *s == "SAVING")
                         .map(|(_, _, n)| n)
                         .sum();
                     (inv.total().to_string(), saving.to_string())

@@ -8,6 +8,7 @@
 mod exposition;
 mod process;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,7 +32,7 @@ pub use process::{EndpointMetrics, encode_scrape_time};
 
 use crate::api::model::ImageProblem;
 use crate::api::{Code, Endpoint, ImageType, RequestObserver};
-use crate::snapshot::{Snapshot, bounded};
+use crate::snapshot::{Snapshot, bounded, bounded_label};
 use crate::timestamp::unix_seconds;
 
 /// Appended to HELP texts: the values come from a poll, not from the scrape.
@@ -438,22 +439,12 @@ impl CycleCollector {
         let seconds = Some(&Unit::Seconds);
         let now_s = unix_seconds(self.now);
         // Label values as the series carry them, computed once for the families below.
-        let zones: Vec<(String, String, &crate::snapshot::ZoneState)> = snapshot
+        // Borrowed unless cut, so this costs one Vec, not two strings per zone.
+        let zones: Vec<(Cow<'_, str>, Cow<'_, str>, &crate::snapshot::ZoneState)> = snapshot
             .zones
             .iter()
-            .map(|((a, z), state)| (bounded(a), bounded(z), state))
+            .map(|((a, z), state)| (bounded_label(a), bounded_label(z), state))
             .collect();
-        let mut images = Vec::new();
-        for (account, zone, state) in &zones {
-            let Some(inventory) = &state.inventory else {
-                continue;
-            };
-            let mut rows = inventory.count_rows();
-            rows.sort_by(|a, b| (&a.1, a.0.as_str()).cmp(&(&b.1, b.0.as_str())));
-            for (image_type, status, n) in rows {
-                images.push((account.as_str(), zone.as_str(), status, image_type, n));
-            }
-        }
         family(
             encoder,
             "flexcloud_images",
@@ -462,16 +453,26 @@ impl CycleCollector {
             ),
             None,
             MetricType::Gauge,
-            images.iter().map(|(account, zone, status, image_type, n)| {
-                (
-                    ImageLabels {
-                        account_id: account,
-                        zone_id: zone,
-                        status,
-                        image_type: image_type.as_str(),
-                    },
-                    ConstGauge::new(*n as i64),
-                )
+            // Zone by zone as they are written: a list of every row would be the largest
+            // allocation of the encode (9 MB at 5,000 accounts).
+            zones.iter().flat_map(|(account, zone, state)| {
+                let mut rows = state
+                    .inventory
+                    .as_ref()
+                    .map(|inventory| inventory.count_rows())
+                    .unwrap_or_default();
+                rows.sort_by(|a, b| (a.1, a.0.as_str()).cmp(&(b.1, b.0.as_str())));
+                rows.into_iter().map(move |(image_type, status, n)| {
+                    (
+                        ImageLabels {
+                            account_id: account,
+                            zone_id: zone,
+                            status,
+                            image_type: image_type.as_str(),
+                        },
+                        ConstGauge::new(n as i64),
+                    )
+                })
             }),
         )?;
         family(
