@@ -478,6 +478,8 @@ fn dashboards_and_alerts_work_against_a_real_prometheus() {
         "FlexcloudExporterDown",
         "FlexcloudExporterAbsent",
         "FlexcloudApiCredentialsRejected",
+        "FlexcloudNoAccountsWatched",
+        "FlexcloudConfigReloadFailed",
     ] {
         let alerts = firing(prom, quiet).unwrap_or_else(|e| panic!("{e}"));
         assert!(alerts.is_empty(), "{quiet} should not fire: {alerts:?}");

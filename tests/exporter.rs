@@ -820,3 +820,26 @@ async fn unknown_statuses_missing_fields_and_bad_timestamps_are_tolerated() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn credentials_that_see_no_open_account_leave_up_1_and_nothing_watched() {
+    // Every account closed: the API answers and accepts the credentials, yet there is
+    // nothing to watch. FlexcloudNoAccountsWatched pages on exactly this pair of values.
+    let scenario = Scenario::default()
+        .user(USER, PASSWORD, &["*"])
+        .account_with_status("gone", "closed", &["TAMPA"])
+        .image("gone", "1", "ACTIVE", "BASE", &["TAMPA"]);
+    let mut h = Harness::start(scenario, &[]).await;
+    let m = h.cycle().await;
+    assert_eq!(m.value("flexcloud_up", &[]), 1.0);
+    assert_eq!(m.value("flexcloud_accounts_watched", &[]), 0.0);
+    assert_eq!(
+        m.value(
+            "flexcloud_discovery_success",
+            &[("account_id", ""), ("step", "accounts")]
+        ),
+        1.0
+    );
+    assert!(m.series(IMAGES, &[]).is_empty());
+    h.stop().await;
+}
