@@ -41,6 +41,9 @@ pub fn run() -> ExitCode {
             Ok(s) => s,
             Err(e) => return fail(&format!("cannot start the simulated API: {e}")),
         };
+        // The last thousand requests (about an hour of the demo) for `/-/sim/requests`; at
+        // the simulator's default the log would grow by 20 MB over a day.
+        simulator.keep_requests(1_000);
         let access = match reqwest::Url::parse(&simulator.url()) {
             Ok(url) => ApiAccess {
                 url,

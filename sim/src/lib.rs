@@ -76,6 +76,8 @@ struct Shared {
     connections: std::sync::atomic::AtomicU64,
     /// Requests answered since start, beyond what the bounded log keeps.
     request_count: std::sync::atomic::AtomicU64,
+    /// How many requests the log keeps; see [`Simulator::keep_requests`].
+    log_capacity: std::sync::atomic::AtomicUsize,
 }
 
 /// A running simulator and the handle to change it.
@@ -108,6 +110,7 @@ impl Simulator {
             log: Mutex::new(VecDeque::new()),
             connections: std::sync::atomic::AtomicU64::new(0),
             request_count: std::sync::atomic::AtomicU64::new(0),
+            log_capacity: std::sync::atomic::AtomicUsize::new(REQUEST_LOG_CAPACITY),
         });
         let stop = Arc::new(Notify::new());
         let router = router(shared.clone());
@@ -172,6 +175,20 @@ impl Simulator {
     }
 
     /// Every request seen so far (up to the log's capacity), oldest first.
+    /// Keeps at most `capacity` requests in the log (0: none), dropping the oldest. A
+    /// long-running simulator that nobody inspects (the exporter's demo) keeps few: at
+    /// the default of 100,000 the log would grow by about 200 bytes a request for days.
+    pub fn keep_requests(&self, capacity: usize) {
+        self.shared
+            .log_capacity
+            .store(capacity, std::sync::atomic::Ordering::Relaxed);
+        let mut log = lock(&self.shared.log);
+        while log.len() > capacity {
+            log.pop_front();
+        }
+        log.shrink_to(capacity);
+    }
+
     pub fn requests(&self) -> Vec<RequestRecord> {
         lock(&self.shared.log).iter().cloned().collect()
     }
@@ -360,9 +377,14 @@ fn record(shared: &Shared, record: RequestRecord) {
     shared
         .request_count
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let capacity = shared
+        .log_capacity
+        .load(std::sync::atomic::Ordering::Relaxed);
     let mut log = lock(&shared.log);
-    if log.len() == REQUEST_LOG_CAPACITY {
+    while !log.is_empty() && log.len() >= capacity {
         log.pop_front();
     }
-    log.push_back(record);
+    if capacity > 0 {
+        log.push_back(record);
+    }
 }

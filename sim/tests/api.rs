@@ -890,3 +890,30 @@ async fn connections_are_counted_once_each_however_many_requests_they_carry() {
     assert_eq!(api.sim.connections(), 2, "a second client opens its own");
     api.sim.stop().await;
 }
+
+#[tokio::test]
+async fn the_request_log_keeps_the_latest_requests_up_to_its_capacity() {
+    let api = Api::start(fleet()).await;
+    let paths = [
+        "/accounts",
+        "/accounts/acme01/flexcloud/zone",
+        "/accounts/acme02/flexcloud/zone",
+        "/accounts/acme01/flexcloud/images/detail",
+        "/accounts/acme02/flexcloud/images/detail",
+    ];
+    for path in paths {
+        api.json(path).await;
+    }
+    let kept =
+        |api: &Api| -> Vec<String> { api.sim.requests().into_iter().map(|r| r.path).collect() };
+    assert_eq!(kept(&api), paths);
+    api.sim.keep_requests(2);
+    assert_eq!(kept(&api), paths[3..], "the latest stay");
+    api.json("/accounts").await;
+    assert_eq!(kept(&api), [paths[4], "/accounts"]);
+    api.sim.keep_requests(0);
+    api.json("/accounts").await;
+    assert!(kept(&api).is_empty());
+    assert_eq!(api.sim.request_count(), 7, "counted, though not kept");
+    api.sim.stop().await;
+}
