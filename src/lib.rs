@@ -193,6 +193,7 @@ impl Exporter {
             client: self.client.clone(),
             web_file: self.config.web_config_file.clone(),
             web_fingerprint: self.web.fingerprint,
+            failed_fingerprint: None,
             state,
             served,
         };
@@ -281,6 +282,8 @@ struct Reloader {
     client: Arc<ApiClient>,
     web_file: Option<std::path::PathBuf>,
     web_fingerprint: u64,
+    /// The content that failed to load last, so it is not loaded again until it changes.
+    failed_fingerprint: Option<u64>,
     state: ServerState,
     served: watch::Sender<server::Served>,
 }
@@ -308,7 +311,7 @@ impl Reloader {
             };
             tokio::select! {
                 _ = &mut stop => return,
-                _ = checks.tick() => self.check_web_config(),
+                _ = checks.tick() => self.check_web_config().await,
                 received = hangup => {
                     if received.is_none() {
                         hangups = None;
@@ -316,28 +319,40 @@ impl Reloader {
                     }
                     info!("SIGHUP: reading the password file and the web config file again");
                     self.client.reload_password();
-                    self.check_web_config();
+                    self.check_web_config().await;
                 }
             }
         }
     }
 
-    /// Loads the web config file again; a new content serves new connections, a file that
-    /// no longer loads leaves the previous config in force.
-    fn check_web_config(&mut self) {
+    /// Checks the web config file for a change, cheaply; loads a changed one (the load
+    /// times a bcrypt check, so it runs on a blocking thread, and only once per content).
+    /// A new content serves new connections; one that does not load leaves the previous
+    /// config in force.
+    async fn check_web_config(&mut self) {
         use crate::reload::Source;
-        let Some(path) = &self.web_file else {
+        let Some(path) = self.web_file.clone() else {
             return;
         };
         let status = self.client.reload_status();
-        match WebConfig::load(path) {
-            Ok(web) if web.fingerprint == self.web_fingerprint => {
+        let fingerprint = match WebConfig::fingerprint_of(&path) {
+            Ok(f) if f == self.web_fingerprint => {
                 if status.unchanged(Source::WebConfigFile) {
                     info!(path = %path.display(), "web config file loads again; it is unchanged");
                 }
+                return;
             }
-            Ok(web) => {
+            // The content that failed to load last time: it fails again.
+            Ok(f) if Some(f) == self.failed_fingerprint => return,
+            Ok(f) => Some(f),
+            Err(_) => None,
+        };
+        let loading = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || WebConfig::load(&loading)).await;
+        match loaded {
+            Ok(Ok(web)) => {
                 self.web_fingerprint = web.fingerprint;
+                self.failed_fingerprint = None;
                 self.served.send_replace(server::Served {
                     router: server::secured_router(self.state.clone(), &web),
                     tls: web.tls.clone(),
@@ -350,11 +365,14 @@ impl Reloader {
                     "web config file changed; new connections use it"
                 );
             }
-            Err(error) => {
+            Ok(Err(error)) => {
+                self.failed_fingerprint = fingerprint;
                 if status.failed_now(Source::WebConfigFile) {
                     tracing::error!(error = %error, "web config file no longer loads; the previous config stays in force");
                 }
             }
+            // The load panicked or was cancelled at shutdown: the file is tried again later.
+            Err(_) => {}
         }
     }
 }

@@ -156,19 +156,9 @@ impl WebConfig {
     /// cipher rustls does not implement) is an error naming the field, never ignored: a
     /// security setting silently dropped is worse than one refused.
     pub fn parse(text: &str, path: &Path) -> Result<Self, WebConfigError> {
-        let file = Source {
-            path: path.display().to_string(),
-            dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-        };
-        // An empty file is a valid exporter-toolkit config that enables nothing.
-        let raw: RawFile = if text.trim().is_empty() {
-            RawFile::default()
-        } else {
-            serde_norway::from_str(text).map_err(|source| WebConfigError::Syntax {
-                path: file.path.clone(),
-                source,
-            })?
-        };
+        let file = Source::of(path);
+        let raw = file.raw(text)?;
+        let fingerprint = file.fingerprint(text, raw.tls_server_config.as_ref());
         if raw.rate_limit.is_some() {
             return Err(file.invalid(
                 "rate_limit",
@@ -179,17 +169,8 @@ impl WebConfig {
             Some(headers) => file.headers(&headers)?,
             None => Vec::new(),
         };
-        let mut digest = std::hash::DefaultHasher::new();
-        std::hash::Hash::hash(text, &mut digest);
         let tls = match raw.tls_server_config {
-            Some(tls) if !tls.is_empty() => {
-                // The files as they are now; the TLS setup below reads them once more.
-                for name in [&tls.cert_file, &tls.key_file].into_iter().flatten() {
-                    let bytes = std::fs::read(file.dir.join(name)).unwrap_or_default();
-                    std::hash::Hash::hash(&bytes, &mut digest);
-                }
-                Some(Arc::new(file.tls(tls)?))
-            }
+            Some(tls) if !tls.is_empty() => Some(Arc::new(file.tls(tls)?)),
             _ => None,
         };
         let basic_auth = match raw.basic_auth_users {
@@ -200,8 +181,21 @@ impl WebConfig {
             tls,
             basic_auth,
             headers,
-            fingerprint: std::hash::Hasher::finish(&digest),
+            fingerprint,
         })
+    }
+
+    /// The [`WebConfig::fingerprint`] the file at `path` would load with, found without
+    /// building the TLS setup or timing a bcrypt check (which `load` does, at the highest
+    /// cost in the file): what a check for a change costs.
+    pub fn fingerprint_of(path: &Path) -> Result<u64, WebConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let file = Source::of(path);
+        let raw = file.raw(&text)?;
+        Ok(file.fingerprint(&text, raw.tls_server_config.as_ref()))
     }
 }
 
@@ -212,6 +206,42 @@ pub(super) struct Source {
 }
 
 impl Source {
+    fn of(path: &Path) -> Self {
+        Source {
+            path: path.display().to_string(),
+            dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        }
+    }
+
+    /// The file's sections, unchecked. An empty file is a valid exporter-toolkit config
+    /// that enables nothing.
+    fn raw(&self, text: &str) -> Result<RawFile, WebConfigError> {
+        if text.trim().is_empty() {
+            return Ok(RawFile::default());
+        }
+        serde_norway::from_str(text).map_err(|source| WebConfigError::Syntax {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// A digest of `text` and of the certificate and key files it names, as they are now.
+    fn fingerprint(&self, text: &str, tls: Option<&RawTls>) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut digest = std::hash::DefaultHasher::new();
+        text.hash(&mut digest);
+        for name in tls
+            .into_iter()
+            .flat_map(|t| [&t.cert_file, &t.key_file])
+            .flatten()
+        {
+            std::fs::read(self.dir.join(name))
+                .unwrap_or_default()
+                .hash(&mut digest);
+        }
+        digest.finish()
+    }
+
     pub(super) fn invalid(
         &self,
         field: impl Into<String>,
@@ -458,6 +488,28 @@ mod tests {
                 "{text:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_cheap_fingerprint_is_the_loaded_one_and_follows_the_named_files() {
+        let dir =
+            std::env::temp_dir().join(format!("flexcloud-fingerprint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("web.yml");
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        std::fs::write(&path, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+        let loaded = WebConfig::load(&path).unwrap().fingerprint;
+        assert_eq!(WebConfig::fingerprint_of(&path).unwrap(), loaded);
+        // A named certificate counts, even when only it changes (and even unreadable).
+        std::fs::write(
+            &path,
+            "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n",
+        )
+        .unwrap();
+        let before = WebConfig::fingerprint_of(&path).unwrap();
+        std::fs::write(dir.join("a.crt"), "renewed").unwrap();
+        assert_ne!(WebConfig::fingerprint_of(&path).unwrap(), before);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
