@@ -160,6 +160,19 @@ pub const CONCURRENCY: Setting<usize> = Setting {
     parse: |text| parse_number(text, 1, 1024),
     secret: false,
 };
+pub const MAX_REQUEST_RATE: Setting<f64> = Setting {
+    name: "FLEXCLOUD_MAX_REQUEST_RATE",
+    default: DefaultValue::Unset,
+    help: "API requests per second at most, spread evenly (no bursts); unset = no limit. A 429 pauses every request for its Retry-After (60s at most) and halves the requests in flight",
+    expected: "a number of requests per second from 0.01 to 10000, such as 20 or 0.5",
+    parse: |text| {
+        text.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|r| (0.01..=10_000.0).contains(r))
+    },
+    secret: false,
+};
 pub const STALE_AFTER: Setting<Duration> = Setting {
     name: "FLEXCLOUD_STALE_AFTER",
     default: DefaultValue::Described("3 x interval"),
@@ -286,6 +299,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     TIMEOUT.doc(),
     CONNECT_TIMEOUT.doc(),
     CONCURRENCY.doc(),
+    MAX_REQUEST_RATE.doc(),
     STALE_AFTER.doc(),
     SAVING_SERIES_LIMIT.doc(),
     MAX_BODY_BYTES.doc(),
@@ -356,6 +370,7 @@ pub struct Config {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub concurrency: usize,
+    pub max_request_rate: Option<f64>,
     pub stale_after: Duration,
     pub saving_series_limit: usize,
     pub max_body_bytes: usize,
@@ -648,6 +663,7 @@ fn build(env: &Env, access: ApiAccess, defaults: ModeDefaults) -> Result<Config,
         timeout,
         connect_timeout: env.required(&CONNECT_TIMEOUT)?,
         concurrency: env.required(&CONCURRENCY)?,
+        max_request_rate: env.get(&MAX_REQUEST_RATE)?,
         stale_after: env
             .get(&STALE_AFTER)?
             .unwrap_or_else(|| interval.saturating_mul(3)),

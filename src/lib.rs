@@ -162,7 +162,9 @@ impl Exporter {
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) {
         let pipeline = self.pipeline();
         let reload = self.client.reload_status();
-        let endpoint = Arc::new(EndpointMetrics::with_reload_status(reload.clone()));
+        let endpoint = Arc::new(
+            EndpointMetrics::with_reload_status(reload.clone()).with_client(self.client.clone()),
+        );
         let state = ServerState {
             published: pipeline.subscribe(),
             info: Arc::new(PageInfo {

@@ -16,7 +16,7 @@ use rand::Rng;
 
 use super::handlers::{basic_user, error_body};
 use super::scenario::FaultAction;
-use super::{ConnectionControl, RequestRecord, Shared, lock, record};
+use super::{ConnectionControl, RequestRecord, Shared, lock, record, within_rate_limit};
 
 /// Logs the request, waits the scenario's latency, then applies the first matching fault
 /// or lets the endpoint answer.
@@ -27,6 +27,8 @@ pub(super) async fn inject(
 ) -> Response {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
+    let at = std::time::Instant::now();
+    let quota = within_rate_limit(&shared, at);
     record(
         &shared,
         RequestRecord {
@@ -40,8 +42,17 @@ pub(super) async fn inject(
                 .get(header::ACCEPT_ENCODING)
                 .and_then(|v| v.to_str().ok())
                 .map(String::from),
+            at,
+            throttled: quota.is_err(),
         },
     );
+    if let Err(retry_after) = quota {
+        let mut response = default_error(StatusCode::TOO_MANY_REQUESTS);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+        return response;
+    }
     let (latency, fault) = {
         let mut fleet = lock(&shared.fleet);
         let latency = fleet.scenario.latency;

@@ -52,6 +52,12 @@ pub struct RequestRecord {
     pub sent_credentials: bool,
     /// The `Accept-Encoding` header, if any.
     pub accept_encoding: Option<String>,
+    /// When it arrived, for tests of how requests are spread over time.
+    #[serde(skip)]
+    pub at: std::time::Instant,
+    /// Whether the rate limit answered it with a 429 instead of the endpoint.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub throttled: bool,
 }
 
 #[derive(Debug)]
@@ -78,6 +84,8 @@ struct Shared {
     request_count: std::sync::atomic::AtomicU64,
     /// How many requests the log keeps; see [`Simulator::keep_requests`].
     log_capacity: std::sync::atomic::AtomicUsize,
+    /// Arrivals the rate limit let through within the last second.
+    admitted: Mutex<VecDeque<std::time::Instant>>,
 }
 
 /// A running simulator and the handle to change it.
@@ -111,6 +119,7 @@ impl Simulator {
             connections: std::sync::atomic::AtomicU64::new(0),
             request_count: std::sync::atomic::AtomicU64::new(0),
             log_capacity: std::sync::atomic::AtomicUsize::new(REQUEST_LOG_CAPACITY),
+            admitted: Mutex::new(VecDeque::new()),
         });
         let stop = Arc::new(Notify::new());
         let router = router(shared.clone());
@@ -370,6 +379,25 @@ async fn serve(listener: TcpListener, router: Router, shared: Arc<Shared>, stop:
         while connections.try_join_next().is_some() {}
     }
     connections.abort_all();
+}
+
+/// Whether the rate limit, if any, lets a request arriving `at` through; counts it if so.
+fn within_rate_limit(shared: &Shared, at: std::time::Instant) -> Result<(), u64> {
+    let Some(limit) = lock(&shared.fleet).scenario.rate_limit else {
+        return Ok(());
+    };
+    let mut admitted = lock(&shared.admitted);
+    while admitted
+        .front()
+        .is_some_and(|first| at.duration_since(*first) >= std::time::Duration::from_secs(1))
+    {
+        admitted.pop_front();
+    }
+    if admitted.len() >= limit.requests_per_second as usize {
+        return Err(limit.retry_after);
+    }
+    admitted.push_back(at);
+    Ok(())
 }
 
 /// Records a request in the bounded log.

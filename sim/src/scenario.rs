@@ -38,6 +38,9 @@ pub struct Scenario {
     pub latency: Latency,
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// Requests a second the API answers; more get a 429. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// A generated fleet added to the listed accounts and images when loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generate: Option<FleetSpec>,
@@ -146,6 +149,22 @@ pub struct Image {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// The API's request quota, as a gateway in front of it enforces one: over any rolling
+/// second it answers `requests_per_second` requests and sends 429 with `Retry-After` to
+/// the rest, which do not count against the quota.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests_per_second: u32,
+    /// Whole seconds, as the `Retry-After` of each 429.
+    #[serde(default = "one_second")]
+    pub retry_after: u64,
+}
+
+fn one_second() -> u64 {
+    1
 }
 
 /// Added to every request: `fixed` plus a uniform draw from `0..=jitter`.
@@ -376,6 +395,15 @@ impl Scenario {
     /// Sets the latency knob.
     pub fn latency(mut self, fixed: Duration, jitter: Duration) -> Self {
         self.latency = Latency { fixed, jitter };
+        self
+    }
+
+    /// Sets the rate-limit knob: 429 above `requests_per_second` in any rolling second.
+    pub fn rate_limit(mut self, requests_per_second: u32, retry_after: u64) -> Self {
+        self.rate_limit = Some(RateLimit {
+            requests_per_second,
+            retry_after,
+        });
         self
     }
 

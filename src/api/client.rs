@@ -11,11 +11,11 @@ use bytes::{Bytes, BytesMut};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::{Response, Url};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
 
 use super::error::{ApiError, InvalidReason};
 use super::gate::{CredentialGate, CredentialState};
 use super::model::{self, AccountPage, ImageEntry, ImagePage, ImageProblem, ZoneMap};
+use super::pace::{self, Pace};
 use super::{Code, Endpoint, ImageType, RequestObserver};
 use crate::config::{self, Config, ConfigError};
 use crate::reload::{ReloadStatus, Source};
@@ -27,6 +27,9 @@ const PAGE_SIZE: &str = "400";
 const MAX_ITEMS: usize = 2_000_000;
 /// Pages in a row that bring no item yet name a next one before the list is taken for a loop.
 const MAX_EMPTY_PAGES: usize = 3;
+/// 429s one request waits out before it fails: enough for the requests in flight to halve
+/// from the largest FLEXCLOUD_CONCURRENCY (1,024) to one.
+const THROTTLED_RETRIES: usize = 10;
 /// How much of an error body is read to find the API's error kind.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
@@ -43,6 +46,8 @@ pub struct ClientSettings {
     pub read_timeout: Duration,
     pub max_body_bytes: usize,
     pub concurrency: usize,
+    /// Requests a second at most (`FLEXCLOUD_MAX_REQUEST_RATE`); `None` for no limit.
+    pub max_request_rate: Option<f64>,
     /// Retries of one request after its first attempt.
     pub max_retries: usize,
     /// Total waiting between retries of one request, `Retry-After` included; keeps a
@@ -69,6 +74,7 @@ impl ClientSettings {
             read_timeout: config.read_timeout,
             max_body_bytes: config.max_body_bytes,
             concurrency: config.concurrency,
+            max_request_rate: config.max_request_rate,
             max_retries: 2,
             // A quarter of the interval at most, so retries cannot push a cycle past it.
             retry_budget: (config.interval / 4).min(Duration::from_secs(30)),
@@ -93,7 +99,7 @@ enum Reply {
 pub struct ApiClient {
     http: reqwest::Client,
     settings: ClientSettings,
-    limiter: Semaphore,
+    pace: Pace,
     observer: Arc<dyn RequestObserver>,
     gate: CredentialGate,
     /// The password in force: the settings' until the password file changes.
@@ -134,7 +140,7 @@ impl ApiClient {
             .map_err(ApiError::Build)?;
         Ok(ApiClient {
             http,
-            limiter: Semaphore::new(settings.concurrency.max(1)),
+            pace: Pace::new(settings.concurrency, settings.max_request_rate),
             gate: CredentialGate::new(settings.interval),
             password: RwLock::new(settings.password.clone()),
             settings,
@@ -192,6 +198,17 @@ impl ApiClient {
     /// Requests it has in flight at most (`FLEXCLOUD_CONCURRENCY`).
     pub fn concurrency(&self) -> usize {
         self.settings.concurrency.max(1)
+    }
+
+    /// Requests it may have in flight now: less than [`ApiClient::concurrency`] for a while
+    /// after a 429.
+    pub fn concurrency_limit(&self) -> usize {
+        self.pace.limit()
+    }
+
+    /// 429 answers since start.
+    pub fn throttled_total(&self) -> u64 {
+        self.pace.throttled_total()
     }
 
     /// Whether the credentials are being sent or held back after a 401.
@@ -379,8 +396,46 @@ impl ApiClient {
         }
     }
 
-    /// One GET with retries on transient failures, within the retry budget.
+    /// One GET with retries on transient failures, within the retry budget. A 429 is not a
+    /// failure of the request but a wait the API asks for: it is waited out (with every other
+    /// request, see [`Pace`]) up to [`THROTTLED_RETRIES`] times while the budget lasts,
+    /// without using up the retries of 5xx answers.
     async fn get(
+        &self,
+        endpoint: Endpoint,
+        account: Option<&str>,
+        url: &Url,
+    ) -> Result<Reply, ApiError> {
+        let started = Instant::now();
+        let mut throttled = 0;
+        loop {
+            let result = self.get_retrying(endpoint, account, url).await;
+            let wait = match &result {
+                Err(ApiError::Status {
+                    status: 429,
+                    retry_after,
+                    ..
+                }) => retry_after.unwrap_or(pace::DEFAULT_PAUSE),
+                _ => return result,
+            };
+            throttled += 1;
+            let waited = started.elapsed() + wait;
+            if throttled > THROTTLED_RETRIES || waited > self.settings.retry_budget {
+                return result;
+            }
+            tracing::debug!(
+                endpoint = endpoint.as_str(),
+                account_id = account.unwrap_or_default(),
+                ?wait,
+                "API asked to wait (429); retrying after the pause"
+            );
+            // The pause in force holds this request back with the others; sleeping here as
+            // well would wait twice.
+        }
+    }
+
+    /// [`ApiClient::get`] without its handling of 429.
+    async fn get_retrying(
         &self,
         endpoint: Endpoint,
         account: Option<&str>,
@@ -420,8 +475,7 @@ impl ApiClient {
         account: Option<&str>,
         url: &Url,
     ) -> Result<Reply, ApiError> {
-        // The semaphore is never closed, so acquiring only waits.
-        let _permit = self.limiter.acquire().await.ok();
+        let slot = self.pace.admit().await;
         // Asked after the wait: a 401 may have arrived while this request queued.
         let pass = self
             .gate
@@ -444,6 +498,8 @@ impl ApiClient {
             Err(e) if e.http_status() == 0 => drop(pass),
             _ => pass.accepted(),
         }
+        self.pace_by(&slot, &result);
+        drop(slot);
         // A 200 is reported once its body has been parsed (see `Reply::Body`).
         let code = match &result {
             Ok(Reply::Body(..)) => None,
@@ -455,6 +511,32 @@ impl ApiClient {
                 .request_ended(account, endpoint, code, started.elapsed());
         }
         result
+    }
+
+    /// Paces the requests after this one by how it ended: a 429 pauses them all and halves
+    /// how many go at once; an answer grows that back.
+    fn pace_by(&self, slot: &super::pace::Slot<'_>, result: &Result<Reply, ApiError>) {
+        match result {
+            Err(ApiError::Status {
+                status: 429,
+                retry_after,
+                ..
+            }) => {
+                let throttled = self.pace.throttled(slot, *retry_after);
+                if let Some(limit) = throttled.halved_to {
+                    tracing::warn!(limit, pause = ?throttled.pause, "the API throttles the exporter (429): every request waits, and fewer go at once until answers come back");
+                }
+            }
+            Ok(_) => {
+                if self.pace.succeeded(slot) {
+                    tracing::info!(
+                        limit = self.settings.concurrency,
+                        "API requests in flight are back to FLEXCLOUD_CONCURRENCY"
+                    );
+                }
+            }
+            Err(_) => {}
+        }
     }
 
     async fn exchange(&self, url: &Url) -> Result<Reply, ApiError> {
@@ -619,7 +701,7 @@ fn redirect_url(current: &Url, location: &str, status: u16) -> Result<Url, ApiEr
 fn is_transient(error: &ApiError) -> bool {
     match error {
         ApiError::Timeout(_) | ApiError::Connect(_) => true,
-        ApiError::Status { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+        ApiError::Status { status, .. } => matches!(status, 502..=504),
         _ => false,
     }
 }
@@ -765,10 +847,11 @@ mod tests {
             kind: None,
             retry_after: None,
         };
-        for s in [429, 502, 503, 504] {
+        for s in [502, 503, 504] {
             assert!(is_transient(&status(s)), "{s}");
         }
-        for s in [400, 401, 403, 404, 500] {
+        // 429 is waited out by `get` itself, apart from the backoff's retries.
+        for s in [400, 401, 403, 404, 429, 500] {
             assert!(!is_transient(&status(s)), "{s}");
         }
     }

@@ -5,6 +5,7 @@ mod client;
 mod error;
 mod gate;
 pub mod model;
+mod pace;
 
 use std::borrow::Cow;
 use std::time::Duration;

@@ -10,6 +10,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::api::ApiClient;
 use crate::reload::ReloadStatus;
 
 /// One reading of `/proc/self`. A scrape encodes it in both formats, so `/proc` is read
@@ -119,6 +120,8 @@ impl prometheus_client::collector::Collector for ProcessSample {
 pub struct EndpointMetrics {
     connections_refused: Counter,
     reload: Arc<ReloadStatus>,
+    /// The client whose pacing (concurrency in force, 429s) changes within a cycle.
+    client: Option<Arc<ApiClient>>,
 }
 
 impl EndpointMetrics {
@@ -127,6 +130,15 @@ impl EndpointMetrics {
         EndpointMetrics {
             connections_refused: Counter::default(),
             reload,
+            client: None,
+        }
+    }
+
+    /// And with the pacing of `client`.
+    pub fn with_client(self, client: Arc<ApiClient>) -> Self {
+        EndpointMetrics {
+            client: Some(client),
+            ..self
         }
     }
 
@@ -167,6 +179,22 @@ pub fn encode_scrape_time(endpoint: Option<&EndpointMetrics>) -> (String, String
             "Unix time the configuration files were last loaded: at start, or when one changed",
             Unit::Seconds,
             at,
+        );
+    }
+    if let Some(client) = endpoint.and_then(|e| e.client.as_ref()) {
+        let limit: Gauge = Gauge::default();
+        limit.set(i64::try_from(client.concurrency_limit()).unwrap_or(i64::MAX));
+        registry.register(
+            "flexcloud_api_concurrency_limit",
+            "API requests the exporter may have in flight now: FLEXCLOUD_CONCURRENCY, halved by each 429 and grown back by one per answer",
+            limit,
+        );
+        let throttled: Counter = Counter::default();
+        throttled.inc_by(client.throttled_total());
+        registry.register(
+            "flexcloud_api_throttled",
+            "429 answers from the API; each pauses every request for its Retry-After (60s at most)",
+            throttled,
         );
     }
     let mut text = String::new();
