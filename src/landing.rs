@@ -141,7 +141,12 @@ pub fn format_age(span: Duration) -> String {
 
 /// A time as the page shows it: UTC, whole seconds.
 fn clock(at: SystemTime) -> String {
-    format!("{} UTC", format_api(at).replacen('T', " ", 1))
+    format!("{} UTC", cell_clock(at))
+}
+
+/// A time in a table cell, whose column heading says UTC.
+fn cell_clock(at: SystemTime) -> String {
+    format_api(at).replacen('T', " ", 1)
 }
 
 /// `now - then`, zero when `then` is later (a clock step backwards).
@@ -362,8 +367,16 @@ fn facts(page: &mut String, info: &PageInfo, snapshot: &Snapshot, now: SystemTim
     }
     let _ = write!(
         page,
-        "<tr><th>Credential back-off</th><td>{}</td></tr>",
-        backoff_cell(snapshot.credentials, ended, now)
+        "<tr><th>Credential back-off</th><td>{}{}</td></tr>",
+        backoff_cell(snapshot.credentials, ended, now),
+        match snapshot.held_accounts.len() {
+            0 => String::new(),
+            held => format!(
+                "; <a href=\"#held\" class=\"bad\">{} held back on {} own</a>",
+                plural(held as u64, "account", "accounts"),
+                if held == 1 { "its" } else { "their" }
+            ),
+        }
     );
     page.push_str("</table>");
 }
@@ -452,7 +465,7 @@ fn saving_section(page: &mut String, snapshot: &Snapshot, now: SystemTime) {
     }
     page.push_str(
         "<table id=\"saving\"><tr><th></th><th>Account</th><th>Zone</th><th>Type</th><th>Name</th>\
-         <th>Image id</th><th>SAVING since</th><th class=\"num\">Age</th></tr>",
+         <th>Image id</th><th>SAVING since (UTC)</th><th class=\"num\">Age</th></tr>",
     );
     for row in &list.rows {
         let stuck = row.stuck();
@@ -470,7 +483,10 @@ fn saving_section(page: &mut String, snapshot: &Snapshot, now: SystemTime) {
             kind = type_name(row.image.image_type),
             name = cut_cell("name", &row.image.name),
             id = cut_cell("id", &row.image.id),
-            since = row.since.map(clock).unwrap_or_else(|| "unreadable".into()),
+            since = row
+                .since
+                .map(cell_clock)
+                .unwrap_or_else(|| "unreadable".into()),
             age = row.age.map(format_span).unwrap_or_default(),
         );
     }
@@ -494,7 +510,7 @@ fn zone_section(page: &mut String, snapshot: &Snapshot, now: SystemTime) {
         "<h2>Accounts and zones <small>{} rows, <span class=\"{}\">{failing} needing attention</span>, listed first</small></h2>\
          <table id=\"zones\"><tr><th>Account</th><th>Zone</th><th>Probe</th><th class=\"num\">HTTP</th>\
          <th class=\"num\">Took</th><th class=\"num\">Images</th><th class=\"num\">SAVING</th>\
-         <th>Last success</th><th class=\"num\">Age</th><th>Runbook</th></tr>",
+         <th>Last success (UTC)</th><th class=\"num\">Data age</th><th>Runbook</th></tr>",
         rows.len(),
         if failing > 0 { "bad" } else { "ok" },
     );
@@ -530,7 +546,7 @@ fn zone_section(page: &mut String, snapshot: &Snapshot, now: SystemTime) {
                 None => "<td class=\"zone\"><i>zone list</i></td>".into(),
             },
             result = cut_cell(if ok { "probe ok" } else { "probe bad" }, &result),
-            last_at = last.map(clock).unwrap_or_else(|| "never".into()),
+            last_at = last.map(cell_clock).unwrap_or_else(|| "never".into()),
             age_class = if stale { " bad" } else { "" },
             age = last
                 .map(|at| format_span(since(now, at)))
@@ -551,16 +567,17 @@ fn zone_section(page: &mut String, snapshot: &Snapshot, now: SystemTime) {
     page.push_str("</table>");
 }
 
-/// An outcome in words, not yet escaped.
+/// An outcome in words, not yet escaped: `ok`, or why it failed (the cell's colour, the
+/// HTTP column and the runbook link already say that it did).
 fn outcome_text(outcome: &Outcome) -> String {
     if outcome.success {
         return "ok".into();
     }
-    let detail = outcome
+    outcome
         .detail
         .as_deref()
-        .unwrap_or(outcome.error_kind.map_or("failed", |k| k.as_str()));
-    format!("failed: {detail}")
+        .unwrap_or(outcome.error_kind.map_or("failed", |k| k.as_str()))
+        .to_string()
 }
 
 /// Fixed widths for cut cells keep every table within 1280 px; `line-height` is set so a
@@ -573,12 +590,12 @@ h1{font-size:17px;margin:0;color:#2c3e66}header .now{margin-left:auto;font-weigh
 nav{margin:4px 0 10px}nav a{margin-right:14px}\
 h2{font-size:14px;margin:16px 0 4px}h2 small{font-weight:400;color:#555;margin-left:8px}\
 table{border-collapse:collapse}\
-th,td{white-space:nowrap;padding:2px 8px;text-align:left;vertical-align:top;border-bottom:1px solid #e2e5ea}\
+th,td{white-space:nowrap;padding:2px 7px;text-align:left;vertical-align:top;border-bottom:1px solid #e2e5ea}\
 th{background:#eef1f5;font-weight:600}\
 .facts th{background:none;color:#555;font-weight:400;padding-left:0}.facts td,.facts th{border:0}\
 .num{text-align:right;font-variant-numeric:tabular-nums}\
 .cut{overflow:hidden;text-overflow:ellipsis}\
-.cut.id{max-width:16ch}.cut.zone{max-width:18ch}.cut.name{max-width:30ch}.cut.probe{max-width:34ch}\
+.cut.id{max-width:16ch}.cut.zone{max-width:18ch}.cut.name{max-width:30ch}.cut.probe{max-width:30ch}\
 code,.id,.zone{font-family:ui-monospace,'DejaVu Sans Mono',monospace;font-size:12px}\
 .ok{color:#17703a}.warn{color:#8a5300}.bad,.probe.bad{color:#b00020}\
 tr.stuck td{background:#fdecee}.tag{background:#b00020;color:#fff;border-radius:3px;padding:0 5px;font-size:11px}\
@@ -791,6 +808,9 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("<table id=\"held\">"));
+        assert!(
+            page.contains("<a href=\"#held\" class=\"bad\">1 account held back on its own</a>")
+        );
         assert!(page.contains("holding back until <time>2027-01-15 08:01:28 UTC</time>, 1 min more</span> (a 2 min wait after 1 rejection in a row)"));
         assert!(page.contains("#flexcloudapicredentialsrejected\">"));
         let later = render(&info(), Some(&s), at(NOW + 300));

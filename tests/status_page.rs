@@ -18,7 +18,8 @@ const BROWSER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
 const SCREENSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/status-page.png");
 
 /// A stuck image with a hostile name, a young SAVING image, a zone whose listing fails with
-/// 503, and an account whose every request is answered 401.
+/// 503, and an account whose every request is answered 401; ids as long as the widest
+/// columns allow before they are cut, or longer.
 fn scenario() -> Scenario {
     let status = |status| FaultAction::Status {
         status,
@@ -26,13 +27,26 @@ fn scenario() -> Scenario {
         retry_after: None,
     };
     Scenario::default()
-        .user(USER, PASSWORD, &["acme1234", "flaky7890", "locked0001"])
-        .account("acme1234", &["USOTE-2012-TAMPA", "USOTE-2012-DALLAS"])
+        .user(
+            USER,
+            PASSWORD,
+            &["acme1234-production-eu", "flaky7890", "locked0001"],
+        )
+        .account(
+            "acme1234-production-eu",
+            &["USOTE-2012-TAMPA", "USOTE-2012-DALLAS"],
+        )
         .account("flaky7890", &["AUS001"])
         .account("locked0001", &["AUS001"])
-        .image("acme1234", "101", "ACTIVE", "BASE", &["USOTE-2012-TAMPA"])
+        .image(
+            "acme1234-production-eu",
+            "101",
+            "ACTIVE",
+            "BASE",
+            &["USOTE-2012-TAMPA"],
+        )
         .image_with(
-            "acme1234",
+            "acme1234-production-eu",
             "102",
             "SAVING",
             "SERVER",
@@ -44,7 +58,7 @@ fn scenario() -> Scenario {
             },
         )
         .image_with(
-            "acme1234",
+            "acme1234-production-eu",
             "103",
             "SAVING",
             "SERVER",
@@ -88,7 +102,10 @@ async fn the_status_page_in_chromium_shows_stuck_images_back_off_and_no_injected
     let mut exporter = Running::start(
         &binary_env(
             &url,
-            &[("FLEXCLOUD_ACCOUNTS", "acme1234,flaky7890,locked0001")],
+            &[(
+                "FLEXCLOUD_ACCOUNTS",
+                "acme1234-production-eu,flaky7890,locked0001",
+            )],
         ),
         &[],
     );
@@ -144,6 +161,7 @@ async fn the_status_page_in_chromium_shows_stuck_images_back_off_and_no_injected
         "the browser check failed ({status}):\n{stdout}\n{stderr}\nexporter log:\n{log}"
     );
     assert!(stdout.contains("checked http://"), "{stdout}");
+    println!("{}", stdout.trim());
     assert!(
         Path::new(SCREENSHOT).is_file(),
         "no screenshot at {SCREENSHOT}"
