@@ -66,6 +66,10 @@ try {
       cellCount: cells.length,
       wrapped,
       pageWidth: document.documentElement.scrollWidth,
+      widestTable: Math.max(
+        0,
+        ...[...document.querySelectorAll('table')].map((t) => Math.ceil(t.getBoundingClientRect().right)),
+      ),
       scripts: document.querySelectorAll('script').length,
       images: document.querySelectorAll('img').length,
       onerror: document.querySelectorAll('[onerror]').length,
@@ -106,6 +110,7 @@ try {
   check(facts.cellCount > 0, 'no table cells');
   check(facts.wrapped.length === 0, `wrapped cells: ${JSON.stringify(facts.wrapped)}`);
   check(facts.pageWidth <= 1280, `page is ${facts.pageWidth} px wide, more than the 1280 px viewport`);
+  check(facts.widestTable <= 1280, `a table ends at ${facts.widestTable} px, past the 1280 px viewport`);
   check(
     facts.cutWithoutTitle.length === 0,
     `cut cells without the whole value as title: ${JSON.stringify(facts.cutWithoutTitle)}`,
@@ -151,7 +156,7 @@ try {
 
   await page.screenshot({ path: screenshot, fullPage: true });
   console.log(
-    `checked ${url}: ${facts.cellCount} cells, page ${facts.pageWidth} px wide, ` +
+    `checked ${url}: ${facts.cellCount} cells, widest table ends at ${facts.widestTable} px of 1280, ` +
       `${facts.stuckRows.length} stuck rows, screenshot ${screenshot}`,
   );
 } catch (error) {
