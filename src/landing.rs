@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::api::{CredentialState, ErrorKind, ImageType};
+use crate::api::{CredentialState, ErrorKind};
 use crate::snapshot::{Outcome, SavingImage, Snapshot, ZoneState};
 use crate::timestamp::format_api;
 
@@ -28,6 +28,8 @@ pub const DATA_STALE_AFTER: Duration = Duration::from_secs(600);
 pub const MAX_SAVING_ROWS: usize = 25;
 /// Zone rows listed at most, failing ones first; `/metrics` has every zone.
 pub const MAX_ZONE_ROWS: usize = 200;
+/// Accounts held back on their own listed at most (the gate remembers up to 10,000).
+pub const MAX_HELD_ROWS: usize = 25;
 
 /// Static facts shown on the page.
 #[derive(Debug, Clone)]
@@ -165,50 +167,50 @@ fn plural(n: impl Into<u64>, one: &str, many: &str) -> String {
 
 /// One SAVING image with where it is and how long it has been SAVING.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SavingRow<'a> {
-    pub account: &'a str,
-    pub zone: &'a str,
-    pub image: &'a SavingImage,
-    pub since: Option<SystemTime>,
+struct SavingRow<'a> {
+    account: &'a str,
+    zone: &'a str,
+    image: &'a SavingImage,
+    since: Option<SystemTime>,
     /// `None` when the API's creation time could not be read.
-    pub age: Option<Duration>,
+    age: Option<Duration>,
 }
 
 impl SavingRow<'_> {
-    pub fn stuck(&self) -> bool {
+    fn stuck(&self) -> bool {
         self.age.is_some_and(|age| age > STUCK_SAVING_AFTER)
     }
 }
 
 /// The SAVING images of a snapshot, oldest first, at most [`MAX_SAVING_ROWS`] of them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SavingList<'a> {
-    pub rows: Vec<SavingRow<'a>>,
-    pub total: usize,
-    pub stuck: usize,
+struct SavingList<'a> {
+    rows: Vec<SavingRow<'a>>,
+    total: usize,
+    stuck: usize,
 }
 
 impl SavingList<'_> {
     /// Images not listed.
-    pub fn more(&self) -> usize {
+    fn more(&self) -> usize {
         self.total - self.rows.len()
     }
 
     /// Stuck images not listed (none unless every listed one is stuck: oldest come first).
-    pub fn more_stuck(&self) -> usize {
+    fn more_stuck(&self) -> usize {
         self.stuck - self.rows.iter().filter(|r| r.stuck()).count()
     }
 }
 
 /// Every SAVING image of `snapshot`, oldest first (those without a readable time last).
-pub fn saving_list(snapshot: &Snapshot, now: SystemTime) -> SavingList<'_> {
+fn saving_list(snapshot: &Snapshot, now: SystemTime) -> SavingList<'_> {
     let mut rows: Vec<SavingRow<'_>> = snapshot
         .zones
         .iter()
         .filter_map(|((account, zone), state)| Some((account, zone, state.inventory.as_ref()?)))
         .flat_map(|(account, zone, inventory)| {
             inventory.saving.iter().map(move |image| {
-                let since = image
+                let created = image
                     .created
                     .and_then(|c| Duration::try_from_secs_f64(c).ok())
                     .and_then(|c| UNIX_EPOCH.checked_add(c));
@@ -216,8 +218,8 @@ pub fn saving_list(snapshot: &Snapshot, now: SystemTime) -> SavingList<'_> {
                     account,
                     zone,
                     image,
-                    since,
-                    age: since.map(|s| self::since(now, s)),
+                    since: created,
+                    age: created.map(|at| since(now, at)),
                 }
             })
         })
@@ -337,9 +339,9 @@ fn facts(page: &mut String, info: &PageInfo, snapshot: &Snapshot, now: SystemTim
     );
     let failing = snapshot.failing_steps().len();
     let (api_class, api_text) = if snapshot.up {
-        ("ok", "reachable, credentials accepted".to_string())
+        ("ok", "reachable, credentials accepted")
     } else {
-        ("bad", "not reached with valid credentials".to_string())
+        ("bad", "not reached with valid credentials")
     };
     let _ = write!(
         page,
@@ -426,13 +428,15 @@ fn held_accounts(page: &mut String, snapshot: &Snapshot, now: SystemTime) {
         return;
     }
     let ended = snapshot.completed_at.unwrap_or(now);
+    let held = snapshot.held_accounts.len();
     let _ = write!(
         page,
-        "<h2>Credential back-off by account <small>{} held back on their own after a 401 for them only</small></h2>\
+        "<h2>Credential back-off by account <small>{} held back after a 401 that concerned only {}</small></h2>\
          <table id=\"held\"><tr><th>Account</th><th>Back-off</th></tr>",
-        snapshot.held_accounts.len()
+        plural(held as u64, "account", "accounts"),
+        if held == 1 { "it" } else { "each" },
     );
-    for (account, state) in &snapshot.held_accounts {
+    for (account, state) in snapshot.held_accounts.iter().take(MAX_HELD_ROWS) {
         let _ = write!(
             page,
             "<tr>{}<td>{}</td></tr>",
@@ -440,11 +444,15 @@ fn held_accounts(page: &mut String, snapshot: &Snapshot, now: SystemTime) {
             backoff_cell(*state, ended, now)
         );
     }
+    if held > MAX_HELD_ROWS {
+        let _ = write!(
+            page,
+            "<tr class=\"more\"><td colspan=\"2\">and {} more; <a href=\"/metrics\">/metrics</a> has every \
+             one as flexcloud_account_credential_backoff_seconds</td></tr>",
+            held - MAX_HELD_ROWS
+        );
+    }
     page.push_str("</table>");
-}
-
-fn type_name(image_type: ImageType) -> &'static str {
-    image_type.as_str()
 }
 
 fn saving_section(page: &mut String, snapshot: &Snapshot, now: SystemTime) {
@@ -480,7 +488,7 @@ fn saving_section(page: &mut String, snapshot: &Snapshot, now: SystemTime) {
             },
             account = cut_cell("id", row.account),
             zone = cut_cell("zone", row.zone),
-            kind = type_name(row.image.image_type),
+            kind = row.image.image_type.as_str(),
             name = cut_cell("name", &row.image.name),
             id = cut_cell("id", &row.image.id),
             since = row
@@ -609,6 +617,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::api::ImageType;
     use crate::snapshot::Inventory;
 
     const HOSTILE: &str = "<script>alert(1)</script>\"><img src=x onerror=alert(2)>";
@@ -877,6 +886,27 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("acct0199") && !page.contains("acct0200"));
+    }
+
+    #[test]
+    fn the_held_accounts_are_bounded_with_the_rest_counted() {
+        let mut s = snapshot();
+        for i in 0..MAX_HELD_ROWS + 3 {
+            s.held_accounts.insert(
+                format!("held{i:03}"),
+                CredentialState::Retrying {
+                    rejections: 1,
+                    wait: Duration::from_secs(120),
+                },
+            );
+        }
+        let page = render(&info(), Some(&s), at(NOW));
+        assert!(page.contains(&format!(
+            "{} accounts held back after a 401 that concerned only each",
+            MAX_HELD_ROWS + 3
+        )));
+        assert!(page.contains("and 3 more; <a href=\"/metrics\">"), "{page}");
+        assert!(page.contains(">held024<") && !page.contains(">held025<"));
     }
 
     /// The anchors and thresholds the page uses are those of the shipped rules and runbook.
