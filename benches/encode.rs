@@ -1,4 +1,5 @@
-//! Encoding a large snapshot once per cycle, and the per-scrape cost of `/metrics`.
+//! Encoding a large snapshot once per cycle, the per-scrape cost of `/metrics`, and
+//! rendering the status page.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::borrow::Cow;
@@ -11,7 +12,7 @@ use axum::http::Request;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use flexcloud_exporter::api::model::ImageEntry;
 use flexcloud_exporter::api::{Code, Endpoint, ImageType, RequestObserver};
-use flexcloud_exporter::landing::PageInfo;
+use flexcloud_exporter::landing::{self, PageInfo};
 use flexcloud_exporter::metrics::{self, Metrics, Published};
 use flexcloud_exporter::server::{self, ServerState};
 use flexcloud_exporter::snapshot::{Inventory, Outcome, Snapshot, ZoneState};
@@ -165,5 +166,26 @@ fn serve(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, encode, serve);
+/// The status page of a large fleet: every SAVING image sorted, the zone rows bounded.
+fn status_page(c: &mut Criterion) {
+    let mut group = c.benchmark_group("status_page");
+    group.sample_size(20);
+    let info = PageInfo {
+        version: "bench",
+        api_url: "https://api.example.com/".into(),
+        interval: Duration::from_secs(60),
+    };
+    for (accounts, zones) in [(5, 3), (500, 4), (5000, 4)] {
+        let (snapshot, _) = fleet(accounts, zones);
+        let size = landing::render(&info, Some(&snapshot), SystemTime::now()).len();
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(
+            BenchmarkId::from_parameter(format!("{accounts}x{zones}")),
+            |b| b.iter(|| landing::render(&info, Some(black_box(&snapshot)), SystemTime::now())),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, encode, serve, status_page);
 criterion_main!(benches);

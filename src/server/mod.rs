@@ -206,9 +206,25 @@ async fn serve_ready(State(state): State<ServerState>) -> Response {
     }
 }
 
-async fn serve_landing(State(state): State<ServerState>) -> Html<String> {
+/// The status page allows no script, frame or remote resource, so a value that escaped
+/// escaping still could not run or load anything; inline style only.
+const LANDING_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'";
+
+async fn serve_landing(State(state): State<ServerState>) -> Response {
     let published = state.published.borrow().clone();
-    Html(landing::render(&state.info, published.snapshot.as_deref()))
+    let page = landing::render(
+        &state.info,
+        published.snapshot.as_deref(),
+        std::time::SystemTime::now(),
+    );
+    (
+        [(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(LANDING_CSP),
+        )],
+        Html(page),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -333,7 +349,59 @@ mod tests {
                 .unwrap()
                 .starts_with("text/html")
         );
-        assert!(page.contains("Cycle 1"), "{page}");
+        assert!(page.contains("cycle 1 ended"), "{page}");
+        assert!(page.contains("rendered <time>"));
+        assert_eq!(headers[header::CONTENT_SECURITY_POLICY], LANDING_CSP);
+    }
+
+    #[tokio::test]
+    async fn the_status_page_shows_stuck_images_and_the_back_off_of_the_latest_cycle() {
+        use crate::api::{CredentialState, ImageType};
+        use crate::snapshot::{Inventory, Outcome, SavingImage, ZoneState};
+        let (tx, state) = state();
+        let router = router(state);
+        let now = std::time::SystemTime::now();
+        let created = now - Duration::from_secs(2 * 3600 + 5);
+        let mut snapshot = Snapshot {
+            cycle: 3,
+            up: true,
+            completed_at: Some(now - Duration::from_secs(1)),
+            credentials: CredentialState::Suspended {
+                rejections: 1,
+                wait: Duration::from_secs(120),
+                remaining: Duration::from_secs(100),
+            },
+            ..Snapshot::default()
+        };
+        snapshot.zones.insert(
+            ("acme".into(), "TAMPA".into()),
+            ZoneState {
+                probe: Some(Outcome::succeeded(Duration::from_millis(4))),
+                inventory: Some(Arc::new(Inventory {
+                    saving: vec![SavingImage {
+                        image_type: ImageType::Server,
+                        id: "42".into(),
+                        name: "<b>db</b>".into(),
+                        created: Some(crate::timestamp::unix_seconds(created)),
+                    }],
+                    ..Inventory::default()
+                })),
+                last_success: Some(now),
+            },
+        );
+        let snapshot = Arc::new(snapshot);
+        let exposition = Metrics::new(10).encode(Some(snapshot.clone()), UNIX_EPOCH);
+        tx.send_replace(Arc::new(Published {
+            snapshot: Some(snapshot),
+            exposition,
+        }));
+        let (status, _, page) = get(&router, "/", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("cycle 3 ended"), "{page}");
+        assert!(page.contains("<tr class=\"stuck\">"), "{page}");
+        assert!(page.contains(">&lt;b&gt;db&lt;/b&gt;</td>") && !page.contains("<b>db"));
+        assert!(page.contains("<td class=\"num\">2 h</td>"), "{page}");
+        assert!(page.contains("holding back until <time>"), "{page}");
     }
 
     fn basic(user: &str, password: &str) -> String {
