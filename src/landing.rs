@@ -137,6 +137,7 @@ mod tests {
                     duration: Duration::from_millis(5),
                 }),
                 inventory: None,
+                held_saving: None,
                 last_success: None,
             },
         );
