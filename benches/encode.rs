@@ -82,6 +82,7 @@ fn fleet(accounts: usize, zones: usize) -> (Snapshot, Metrics) {
                 ZoneState {
                     probe: Some(ok(latency * 2)),
                     inventory: Some(Arc::new(inventory)),
+                    held_saving: None,
                     last_success: Some(now),
                 },
             );

@@ -363,6 +363,7 @@ async fn probe_zone(client: &ApiClient, account: &str, zone: &str, deadline: Ins
     ZoneState {
         probe: Some(outcome),
         inventory: inventory.map(Arc::new),
+        held_saving: None,
         last_success: success.then(SystemTime::now),
     }
 }

@@ -662,6 +662,7 @@ mod tests {
                 saving: images,
                 ..Inventory::default()
             })),
+            held_saving: None,
             last_success: Some(at(NOW - 12)),
         }
     }

@@ -300,7 +300,23 @@ pub struct ZoneState {
     pub probe: Option<Outcome>,
     /// The images, fresh or carried from the last success while within the stale bound.
     pub inventory: Option<Arc<Inventory>>,
+    /// Past the stale bound, the SAVING images of the last good inventory, held while the
+    /// zone still cannot be read: whether they are still SAVING is unknown, and their
+    /// series going away would resolve their alerts as if they were fixed. `None` whenever
+    /// `inventory` is set.
+    pub held_saving: Option<Arc<[SavingImage]>>,
     pub last_success: Option<SystemTime>,
+}
+
+impl ZoneState {
+    /// The SAVING images that get a series: the inventory's, else the held ones.
+    pub fn saving_images(&self) -> &[SavingImage] {
+        match (&self.inventory, &self.held_saving) {
+            (Some(inventory), _) => &inventory.saving,
+            (None, Some(held)) => held,
+            (None, None) => &[],
+        }
+    }
 }
 
 /// Everything one cycle learned.
@@ -384,6 +400,8 @@ impl Snapshot {
 /// Applies the stale-data rule to a fresh snapshot using the previous one:
 /// - a failed probe keeps the zone's last good inventory while it is younger than
 ///   `keep_for`, and always keeps its last success time;
+/// - past `keep_for` the counts go, but the zone's SAVING images are held until the zone is
+///   read again or a successful discovery no longer lists it (unknown is not resolved);
 /// - a zone that was not probed because discovery failed (for its account, or for all
 ///   accounts) is carried likewise, without probe results.
 pub fn carry_over(
@@ -392,10 +410,22 @@ pub fn carry_over(
     now: SystemTime,
     keep_for: Duration,
 ) {
-    let fresh_enough = |z: &ZoneState| {
-        z.last_success
+    let carried = |before: &ZoneState| -> (Option<Arc<Inventory>>, Option<Arc<[SavingImage]>>) {
+        let fresh_enough = before
+            .last_success
             .and_then(|at| now.duration_since(at).ok())
-            .is_some_and(|age| age <= keep_for)
+            .is_some_and(|age| age <= keep_for);
+        if fresh_enough && before.inventory.is_some() {
+            return (before.inventory.clone(), None);
+        }
+        let held = before.held_saving.clone().or_else(|| {
+            before
+                .inventory
+                .as_ref()
+                .filter(|inventory| !inventory.saving.is_empty())
+                .map(|inventory| Arc::from(inventory.saving.as_slice()))
+        });
+        (None, held)
     };
     for (key, zone) in current.zones.iter_mut() {
         let Some(before) = previous.zones.get(key) else {
@@ -407,8 +437,8 @@ pub fn carry_over(
         if zone.last_success.is_none() {
             zone.last_success = before.last_success;
         }
-        if zone.inventory.is_none() && fresh_enough(before) {
-            zone.inventory = before.inventory.clone();
+        if zone.inventory.is_none() {
+            (zone.inventory, zone.held_saving) = carried(before);
         }
     }
     let accounts_failed = current
@@ -424,15 +454,13 @@ pub fn carry_over(
             .get(&key.0)
             .is_some_and(|o| !o.success);
         if accounts_failed || zones_failed {
+            let (inventory, held_saving) = carried(before);
             current.zones.insert(
                 key.clone(),
                 ZoneState {
                     probe: None,
-                    inventory: if fresh_enough(before) {
-                        before.inventory.clone()
-                    } else {
-                        None
-                    },
+                    inventory,
+                    held_saving,
                     last_success: before.last_success,
                 },
             );
@@ -595,8 +623,15 @@ mod tests {
             }),
             inventory: Some(Arc::new(Inventory {
                 problems: BTreeMap::from([(ImageProblem::BadCreated, 42)]),
+                saving: vec![SavingImage {
+                    image_type: ImageType::Server,
+                    id: "123".into(),
+                    name: "web-snapshot".into(),
+                    created: Some(1_000.0),
+                }],
                 ..Default::default()
             })),
+            held_saving: None,
             last_success: Some(at),
         }
     }
@@ -611,6 +646,7 @@ mod tests {
                 duration: Duration::ZERO,
             }),
             inventory: None,
+            held_saving: None,
             last_success: None,
         }
     }
@@ -653,6 +689,61 @@ mod tests {
         assert_eq!(later.zones[&key()].last_success, Some(t0));
     }
 
+    fn saving_ids(zone: &ZoneState) -> Vec<&str> {
+        zone.saving_images().iter().map(|s| s.id.as_str()).collect()
+    }
+
+    #[test]
+    fn saving_images_of_a_failing_zone_are_held_past_the_bound_until_it_is_read_again() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let bound = Duration::from_secs(180);
+        let mut previous = Snapshot::default();
+        previous.zones.insert(key(), ok(t0));
+        // Two hours of failed probes, a cycle a minute.
+        for minute in 1..=120u64 {
+            let mut current = Snapshot::default();
+            current.zones.insert(key(), failed());
+            carry_over(
+                &previous,
+                &mut current,
+                t0 + Duration::from_secs(60 * minute),
+                bound,
+            );
+            let zone = &current.zones[&key()];
+            assert_eq!(saving_ids(zone), ["123"], "minute {minute}");
+            assert_eq!(zone.inventory.is_some(), minute <= 3, "minute {minute}");
+            assert_eq!(zone.held_saving.is_some(), minute > 3, "minute {minute}");
+            previous = current;
+        }
+        // Read again: the image is no longer SAVING, so nothing is held.
+        let mut read = Snapshot::default();
+        let mut fresh = ok(t0 + Duration::from_secs(7_260));
+        fresh.inventory = Some(Arc::new(Inventory::default()));
+        read.zones.insert(key(), fresh);
+        carry_over(&previous, &mut read, t0 + Duration::from_secs(7_260), bound);
+        let zone = &read.zones[&key()];
+        assert!(zone.held_saving.is_none() && saving_ids(zone).is_empty());
+    }
+
+    #[test]
+    fn a_zone_without_saving_images_holds_nothing_past_the_bound() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut good = ok(t0);
+        good.inventory = Some(Arc::new(Inventory::default()));
+        let mut previous = Snapshot::default();
+        previous.zones.insert(key(), good);
+        let mut current = Snapshot::default();
+        current.zones.insert(key(), failed());
+        carry_over(
+            &previous,
+            &mut current,
+            t0 + Duration::from_secs(600),
+            Duration::from_secs(180),
+        );
+        let zone = &current.zones[&key()];
+        assert!(zone.inventory.is_none() && zone.held_saving.is_none());
+    }
+
     #[test]
     fn zones_missing_because_discovery_failed_are_carried_without_probe() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
@@ -677,6 +768,22 @@ mod tests {
         );
         let zone = &current.zones[&key()];
         assert!(zone.probe.is_none() && zone.inventory.is_some());
+
+        // Past the bound the counts go and the SAVING images stay.
+        let previous = current;
+        let mut later = Snapshot {
+            zones_discovery: previous.zones_discovery.clone(),
+            ..Snapshot::default()
+        };
+        carry_over(
+            &previous,
+            &mut later,
+            t0 + Duration::from_secs(3_600),
+            Duration::from_secs(180),
+        );
+        let zone = &later.zones[&key()];
+        assert!(zone.probe.is_none() && zone.inventory.is_none());
+        assert_eq!(saving_ids(zone), ["123"]);
     }
 
     #[test]

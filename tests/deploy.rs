@@ -644,7 +644,7 @@ fn compose_runs_the_exporter_in_demo_mode_with_a_shell_free_health_check() -> Te
         )?,
         "service_healthy"
     );
-    for service in ["prometheus", "grafana"] {
+    for service in ["prometheus", "alertmanager", "grafana"] {
         let image = text(&compose, &format!("services.{service}.image"))?;
         assert!(
             is_pinned(image),
@@ -657,7 +657,7 @@ fn compose_runs_the_exporter_in_demo_mode_with_a_shell_free_health_check() -> Te
 #[test]
 fn compose_mounts_existing_files_only() -> TestResult {
     let compose = compose()?;
-    for service in ["prometheus", "grafana"] {
+    for service in ["prometheus", "alertmanager", "grafana"] {
         for (source, target) in bind_mounts(at(&compose, &format!("services.{service}"))?)? {
             assert!(
                 source.exists(),
@@ -686,6 +686,97 @@ fn compose_prometheus_loads_the_bundled_rules_and_scrapes_the_rules_job() -> Tes
         strings(&config, "scrape_configs.0.static_configs.0.targets")?,
         [format!("exporter:{DEFAULT_PORT}")]
     );
+    Ok(())
+}
+
+const ALERTMANAGER_CONFIG: &str = "deploy/alertmanager/alertmanager.yml";
+
+#[test]
+fn compose_runs_alertmanager_with_the_example_config_and_prometheus_sends_to_it() -> TestResult {
+    let compose = compose()?;
+    let alertmanager = at(&compose, "services.alertmanager")?;
+    let mounts = bind_mounts(alertmanager)?;
+    let example = repo(ALERTMANAGER_CONFIG).canonicalize()?;
+    let config_target = mounts
+        .iter()
+        .find(|(source, _)| source.canonicalize().is_ok_and(|s| s == example))
+        .map(|(_, target)| target.clone())
+        .ok_or("alertmanager does not mount the example config")?;
+    let command = strings(alertmanager, "command")?;
+    assert!(
+        command.contains(&format!("--config.file={config_target}")),
+        "alertmanager does not load {config_target}: {command:?}"
+    );
+    // One instance: it must not try to gossip with peers.
+    assert!(
+        command.contains(&"--cluster.listen-address=".to_string()),
+        "{command:?}"
+    );
+    assert_eq!(strings(alertmanager, "ports")?, ["9093:9093"]);
+    let config = yaml("deploy/compose/prometheus.yml")?;
+    assert_eq!(
+        strings(&config, "alerting.alertmanagers.0.static_configs.0.targets")?,
+        ["alertmanager:9093"]
+    );
+    Ok(())
+}
+
+/// Severities the bundled rules use.
+fn rule_severities() -> Result<Vec<String>, Box<dyn Error>> {
+    let rules = yaml(RULES_FILE)?;
+    let mut severities = Vec::new();
+    for group in list(&rules, "groups")? {
+        for rule in list(group, "rules")? {
+            if let Ok(severity) = text(rule, "labels.severity") {
+                if !severities.iter().any(|s| s == severity) {
+                    severities.push(severity.to_owned());
+                }
+            }
+        }
+    }
+    Ok(severities)
+}
+
+#[test]
+fn example_alertmanager_config_routes_every_severity_and_sends_resolved() -> TestResult {
+    let config = yaml(ALERTMANAGER_CONFIG)?;
+    let routes = list(&config, "route.routes")?;
+    for severity in rule_severities()? {
+        let matcher = format!("severity=\"{severity}\"");
+        assert!(
+            routes
+                .iter()
+                .any(|r| strings(r, "matchers").is_ok_and(|m| m.contains(&matcher))),
+            "no route for {matcher}"
+        );
+    }
+    for receiver in list(&config, "receivers")? {
+        let name = text(receiver, "name")?;
+        for webhook in list(receiver, "webhook_configs")? {
+            assert_eq!(
+                at(webhook, "send_resolved")?.as_bool(),
+                Some(true),
+                "{name}: a resolve must be delivered too"
+            );
+        }
+    }
+    // The per-zone stuck-SAVING alerts of one account arrive together.
+    let group_by = strings(&config, "route.group_by")?;
+    assert!(group_by.contains(&"account_id".to_string()), "{group_by:?}");
+    assert!(!list(&config, "inhibit_rules")?.is_empty());
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs amtool"]
+fn amtool_accepts_the_example_alertmanager_config() -> TestResult {
+    let output = run_ok(
+        Command::new("amtool")
+            .arg("check-config")
+            .arg(repo(ALERTMANAGER_CONFIG)),
+    )?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("SUCCESS"), "{stdout}");
     Ok(())
 }
 
@@ -1008,8 +1099,52 @@ fn prometheus_rule_is_what_the_generator_writes() -> TestResult {
     run_ok(
         Command::new("bash")
             .arg(repo("deploy/kubernetes/generate-prometheusrule.sh"))
-            .arg("--check"),
+            .arg("--check")
+            .env_remove("RUNBOOK_BASE_URL"),
     )?;
+    Ok(())
+}
+
+#[test]
+fn prometheus_rule_generator_sets_the_runbook_base_from_runbook_base_url() -> TestResult {
+    let base = "https://wiki.example.org/ops/flexcloud&co/runbook";
+    let output = run_ok(
+        Command::new("bash")
+            .arg(repo("deploy/kubernetes/generate-prometheusrule.sh"))
+            .arg("--print")
+            .env("RUNBOOK_BASE_URL", format!("{base}/")),
+    )?;
+    let rule: Value = serde_norway::from_slice(&output.stdout)?;
+    let rules = yaml(RULES_FILE)?;
+    let mut links = 0;
+    for (generated, original) in list(&rule, "spec.groups")?
+        .iter()
+        .zip(list(&rules, "groups")?)
+    {
+        for (generated, original) in list(generated, "rules")?
+            .iter()
+            .zip(list(original, "rules")?)
+        {
+            let Ok(url) = text(original, "annotations.runbook_url") else {
+                continue;
+            };
+            let anchor = url.split_once('#').ok_or("runbook_url without #")?.1;
+            assert_eq!(
+                text(generated, "annotations.runbook_url")?,
+                format!("{base}#{anchor}")
+            );
+            assert_eq!(at(generated, "expr")?, at(original, "expr")?);
+            links += 1;
+        }
+    }
+    assert!(links > 0, "no runbook_url found");
+    let unchanged = run_ok(
+        Command::new("bash")
+            .arg(repo("deploy/kubernetes/generate-prometheusrule.sh"))
+            .arg("--print")
+            .env("RUNBOOK_BASE_URL", "not-a-url"),
+    );
+    assert!(unchanged.is_err(), "a relative runbook base is refused");
     Ok(())
 }
 

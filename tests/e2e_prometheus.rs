@@ -3,8 +3,8 @@
 //! The simulator (in this process, on a runtime of its own) serves
 //! `tests/fixtures/e2e/scenario.json`; the exporter binary watches four accounts through it
 //! (FLEXCLOUD_ACCOUNTS):
-//! - `acme1234`: healthy, two zones, image 102 stuck in SAVING for 3h, image 103 SAVING for
-//!   5 minutes only, one ACTIVE and one DELETED image;
+//! - `acme1234`: healthy, two zones, image 102 stuck in SAVING for 3h (in one zone, so one
+//!   alert), image 103 SAVING for 5 minutes only, one ACTIVE and one DELETED image;
 //! - `flaky7890`: zone discovery works, every image listing answers 503;
 //! - `other3456`: exists, but the exporter's user may not read it (403);
 //! - `ghost0000`: unknown to the API (404).
@@ -419,24 +419,28 @@ fn dashboards_and_alerts_work_against_a_real_prometheus() {
                 ("job", JOB),
                 ("severity", "warning"),
                 ("account_id", "acme1234"),
+                ("zone_id", "USOTE-2012-TAMPA"),
                 ("image_id", "102"),
                 ("image_name", "web-01-nightly"),
                 ("image_type", "SERVER"),
             ],
         )
     });
+    let summary = stuck["annotations"]["summary"].as_str().unwrap_or_default();
     assert!(
-        stuck["labels"].get("zone_id").is_none(),
-        "one alert per image, not per zone: {stuck}"
+        summary.contains("web-01-nightly")
+            && summary.contains("acme1234")
+            && summary.contains("USOTE-2012-TAMPA")
+            && summary.contains("stuck in SAVING for 3h"),
+        "summary should name image, account, zone and duration: {summary}"
     );
-    let description = stuck["annotations"]["description"]
+    let runbook_url = stuck["annotations"]["runbook_url"]
         .as_str()
         .unwrap_or_default();
     assert!(
-        description.contains("web-01-nightly")
-            && description.contains("acme1234")
-            && description.contains("USOTE-2012-TAMPA"),
-        "description should name image, account and zone: {description}"
+        runbook_url.starts_with("https://")
+            && runbook_url.ends_with("/docs/runbook.md#flexcloudimagestucksaving"),
+        "{runbook_url}"
     );
     let stuck_alerts = firing(prom, "FlexcloudImageStuckSaving").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
@@ -472,6 +476,8 @@ fn dashboards_and_alerts_work_against_a_real_prometheus() {
         Some("5.03e+02"),
         "{probe}"
     );
+    let summary = probe["annotations"]["summary"].as_str().unwrap_or_default();
+    assert!(summary.ends_with("failing: HTTP 503"), "{summary}");
 
     // Healthy parts stay quiet.
     for quiet in [

@@ -692,6 +692,17 @@ async fn failing_zone_drops_its_images_past_the_stale_bound() {
             )
             .is_none()
     );
+    // The SAVING images are held until the zone is read again: their state is unknown,
+    // and their series going would resolve FlexcloudImageStuckSaving as if fixed.
+    let held: Vec<String> = expired
+        .series(
+            "flexcloud_image_saving_created_timestamp_seconds",
+            &[("account_id", "acme"), ("zone_id", "TAMPA")],
+        )
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(held.len(), 2, "{held:?}");
     h.stop().await;
 }
 

@@ -78,6 +78,7 @@ fn snapshot() -> Snapshot {
         ZoneState {
             probe: Some(Outcome::succeeded(Duration::from_millis(300))),
             inventory: Some(Arc::new(inventory)),
+            held_saving: None,
             last_success: Some(at),
         },
     );
@@ -92,6 +93,7 @@ fn snapshot() -> Snapshot {
                 duration: Duration::from_secs(10),
             }),
             inventory: None,
+            held_saving: None,
             last_success: Some(at - Duration::from_secs(600)),
         },
     );

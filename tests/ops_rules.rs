@@ -23,6 +23,9 @@ use dashboards::dashboard_queries;
 const RULES: &str = "alerts/flexcloud-exporter.rules.yml";
 const RULE_TESTS: &str = "alerts/tests";
 const RUNBOOK: &str = "docs/runbook.md";
+const ALERTS_DOC: &str = "docs/dashboards-and-alerts.md";
+/// The line of the rules file that names the runbook base, the one place it is set.
+const RUNBOOK_BASE_LINE: &str = "#   Runbook base: ";
 const SEVERITIES: &[&str] = &["critical", "warning", "info"];
 
 fn repo(path: &str) -> PathBuf {
@@ -175,8 +178,25 @@ fn anchor(heading: &str) -> String {
         .collect()
 }
 
+/// The runbook base the rules file declares (the canonical one; the Kubernetes generator
+/// rewrites it).
+fn runbook_base() -> String {
+    let rules = read(&repo(RULES));
+    let bases: Vec<&str> = rules
+        .lines()
+        .filter_map(|line| line.strip_prefix(RUNBOOK_BASE_LINE))
+        .collect();
+    assert_eq!(bases.len(), 1, "{RULES} must name its runbook base once");
+    bases[0].trim().to_string()
+}
+
 #[test]
-fn every_alert_links_its_own_runbook_section() {
+fn every_alert_links_its_own_runbook_section_under_one_absolute_base() {
+    let base = runbook_base();
+    assert!(
+        base.starts_with("https://") && base.ends_with("/docs/runbook.md"),
+        "runbook base {base:?} is not an absolute link to docs/runbook.md"
+    );
     let runbook = read(&repo(RUNBOOK));
     let anchors: BTreeSet<String> = runbook
         .lines()
@@ -185,7 +205,7 @@ fn every_alert_links_its_own_runbook_section() {
         .collect();
     let mut problems = Vec::new();
     for alert in alerts() {
-        let expected = format!("{RUNBOOK}#{}", anchor(&alert.name));
+        let expected = format!("{base}#{}", anchor(&alert.name));
         let runbook_url = alert.annotation("runbook_url");
         if runbook_url != expected {
             problems.push(format!(
@@ -198,6 +218,72 @@ fn every_alert_links_its_own_runbook_section() {
                 "{}: no `## {}` section in {RUNBOOK}",
                 alert.name, alert.name
             ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Repository paths of Markdown documents named in `text` (`docs/x.md`, `README.md`).
+fn named_documents(text: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for (at, _) in text.match_indices(".md") {
+        let start = text[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "/-_.".contains(c)))
+            .map_or(0, |i| i + 1);
+        let path = text[start..at + 3].trim_start_matches("./");
+        let after = text[at + 3..].chars().next();
+        // `//host/...` is the tail of a URL, not a repository path.
+        let url = path.starts_with("//");
+        if !path.is_empty() && !url && !after.is_some_and(|c| c.is_ascii_alphanumeric()) {
+            found.insert(path.to_string());
+        }
+    }
+    found
+}
+
+#[test]
+fn every_document_the_alerting_files_name_exists() {
+    // The scan finds what the rules file names, and takes a URL for no path.
+    let named = named_documents(&read(&repo(RULES)));
+    assert!(
+        named.contains(ALERTS_DOC) && named.contains(RUNBOOK) && named.len() == 2,
+        "{named:?}"
+    );
+    let mut problems = Vec::new();
+    for file in [
+        RULES,
+        RUNBOOK,
+        ALERTS_DOC,
+        "deploy/kubernetes/prometheusrule.yaml",
+        "deploy/kubernetes/generate-prometheusrule.sh",
+        "deploy/alertmanager/alertmanager.yml",
+    ] {
+        for document in named_documents(&read(&repo(file))) {
+            // Links inside the docs folder may be relative to it.
+            let beside = Path::new(file)
+                .parent()
+                .unwrap_or(Path::new(""))
+                .join(&document);
+            if !repo(&document).exists() && !repo(&beside.to_string_lossy()).exists() {
+                problems.push(format!("{file} names {document}, which does not exist"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_alerts_document_lists_every_alert_and_the_runbook_base() {
+    let doc = read(&repo(ALERTS_DOC));
+    let mut problems = Vec::new();
+    for alert in alerts() {
+        if !doc.contains(&format!("| {} |", alert.name)) {
+            problems.push(format!("{ALERTS_DOC} has no table row for {}", alert.name));
+        }
+    }
+    for needle in [runbook_base(), "RUNBOOK_BASE_URL".to_string()] {
+        if !doc.contains(&needle) {
+            problems.push(format!("{ALERTS_DOC} does not mention {needle}"));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -218,10 +218,7 @@ impl Metrics {
     fn cap_saving_series(&self, snapshot: &Snapshot) -> SavingCut {
         let mut rows: Vec<SavingKey> = Vec::new();
         for ((account, zone), state) in &snapshot.zones {
-            let Some(inventory) = &state.inventory else {
-                continue;
-            };
-            for (index, image) in inventory.saving.iter().enumerate() {
+            for (index, image) in state.saving_images().iter().enumerate() {
                 if let Some(created) = image.created {
                     rows.push(SavingKey {
                         created,
@@ -507,7 +504,7 @@ impl CycleCollector {
             .iter()
             .filter_map(|key| {
                 let state = snapshot.zones.get(&key.zone)?;
-                let image = state.inventory.as_ref()?.saving.get(key.index)?;
+                let image = state.saving_images().get(key.index)?;
                 Some((bounded(&key.zone.0), bounded(&key.zone.1), image))
             })
             .collect();

@@ -386,6 +386,7 @@ mod tests {
                     }],
                     ..Inventory::default()
                 })),
+                held_saving: None,
                 last_success: Some(now),
             },
         );
