@@ -938,7 +938,11 @@ mod tests {
         for alert in Alert::ALL {
             let (_, url) = &exprs[alert.name()];
             let anchor = alert.name().to_ascii_lowercase();
-            assert_eq!(url, &format!("docs/runbook.md#{anchor}"));
+            assert_eq!(
+                url,
+                &format!("{RUNBOOK_BASE}#{anchor}"),
+                "the page and the rules share one runbook base"
+            );
             assert!(runbook.contains(&format!("\n## {}\n", alert.name())));
             assert!(alert.link().contains(&format!("{RUNBOOK_BASE}#{anchor}\"")));
         }
