@@ -229,12 +229,28 @@ pub const TLS_INSECURE_SKIP_VERIFY: Setting<bool> = Setting {
     parse: parse_bool,
     secret: false,
 };
-pub const SHARD: Setting<Shard> = Setting {
+pub const SHARD: Setting<ShardSpec> = Setting {
     name: "FLEXCLOUD_SHARD",
     default: DefaultValue::Unset,
-    help: "N/M: collect only shard N of M of the accounts (stable hash of the account id)",
-    expected: "N/M with 1 <= N <= M, e.g. 2/5",
-    parse: Shard::parse,
+    help: "N/M: collect only shard N of M of the accounts (stable hash of the account id); auto: N from the StatefulSet pod name (`name-0` is 1), M from FLEXCLOUD_SHARD_COUNT",
+    expected: "N/M with 1 <= N <= M, e.g. 2/5, or auto",
+    parse: ShardSpec::parse,
+    secret: false,
+};
+pub const SHARD_COUNT: Setting<u32> = Setting {
+    name: "FLEXCLOUD_SHARD_COUNT",
+    default: DefaultValue::Unset,
+    help: "with FLEXCLOUD_SHARD=auto: the number of shards M (the StatefulSet's replicas)",
+    expected: "a whole number from 1 to 1000",
+    parse: |text| parse_number(text, 1, MAX_SHARDS as usize).and_then(|n| u32::try_from(n).ok()),
+    secret: false,
+};
+pub const POD_NAME: Setting<String> = Setting {
+    name: "FLEXCLOUD_POD_NAME",
+    default: DefaultValue::Described("$HOSTNAME"),
+    help: "with FLEXCLOUD_SHARD=auto: the pod name whose trailing `-<ordinal>` picks the shard",
+    expected: "a StatefulSet pod name ending in -<ordinal>, e.g. flexcloud-exporter-0",
+    parse: parse_text,
     secret: false,
 };
 pub const WEB_CONFIG_FILE: Setting<PathBuf> = Setting {
@@ -308,6 +324,8 @@ pub const SETTINGS: &[SettingDoc] = &[
     CA_FILE.doc(),
     TLS_INSECURE_SKIP_VERIFY.doc(),
     SHARD.doc(),
+    SHARD_COUNT.doc(),
+    POD_NAME.doc(),
     WEB_CONFIG_FILE.doc(),
     WEB_MAX_CONNECTIONS.doc(),
     WEB_IDLE_TIMEOUT.doc(),
@@ -403,8 +421,12 @@ pub struct ModeDefaults {
     pub interval: Option<Duration>,
 }
 
-/// The `FLEXCLOUD_*` variables of an environment.
-struct Env(BTreeMap<String, String>);
+/// The `FLEXCLOUD_*` variables of an environment, and `HOSTNAME`, which is the pod name
+/// in Kubernetes and so the fallback of `FLEXCLOUD_POD_NAME`.
+struct Env {
+    vars: BTreeMap<String, String>,
+    hostname: Option<String>,
+}
 
 impl Env {
     fn read<I, K, V>(vars: I) -> Result<Self, ConfigError>
@@ -414,11 +436,16 @@ impl Env {
         V: AsRef<OsStr>,
     {
         let mut found = BTreeMap::new();
+        let mut hostname = None;
         for (name, value) in vars {
             // A name that is not UTF-8 cannot be one of ours.
             let Some(name) = name.as_ref().to_str() else {
                 continue;
             };
+            if name == "HOSTNAME" {
+                hostname = value.as_ref().to_str().map(str::to_string);
+                continue;
+            }
             if !name.starts_with(PREFIX) {
                 continue;
             }
@@ -428,12 +455,15 @@ impl Env {
                 .ok_or_else(|| ConfigError::NotUnicode { var: name.into() })?;
             found.insert(name.to_string(), value.to_string());
         }
-        Ok(Env(found))
+        Ok(Env {
+            vars: found,
+            hostname,
+        })
     }
 
     /// The variable's value, `None` when unset or empty.
     fn text(&self, name: &str) -> Option<&str> {
-        self.0
+        self.vars
             .get(name)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
@@ -469,7 +499,7 @@ impl Env {
     /// A misspelt setting must stop the program, not be silently ignored; Kubernetes'
     /// service links, which share the prefix, are not settings and are passed over.
     fn reject_unknown(&self) -> Result<(), ConfigError> {
-        let unknown = self.0.keys().find(|name| {
+        let unknown = self.vars.keys().find(|name| {
             !SETTINGS.iter().any(|s| s.name == name.as_str()) && !is_service_link(name)
         });
         match unknown {
@@ -672,7 +702,7 @@ fn build(env: &Env, access: ApiAccess, defaults: ModeDefaults) -> Result<Config,
         read_timeout: env.required(&READ_TIMEOUT)?,
         ca_file: existing_file(CA_FILE.name, env.get(&CA_FILE)?)?,
         tls_insecure_skip_verify: env.required(&TLS_INSECURE_SKIP_VERIFY)?,
-        shard: env.get(&SHARD)?,
+        shard: shard(env)?,
         web_config_file: existing_file(WEB_CONFIG_FILE.name, env.get(&WEB_CONFIG_FILE)?)?,
         web_max_connections: env.required(&WEB_MAX_CONNECTIONS)?,
         web_idle_timeout: env.required(&WEB_IDLE_TIMEOUT)?,
@@ -680,6 +710,83 @@ fn build(env: &Env, access: ApiAccess, defaults: ModeDefaults) -> Result<Config,
         log: env.required(&LOG)?,
         log_format: env.required(&LOG_FORMAT)?,
     })
+}
+
+/// Shards a fleet may be split into; far more than an API could want polled at once.
+const MAX_SHARDS: u32 = 1000;
+
+/// What `FLEXCLOUD_SHARD` says: a shard, or that the pod name tells which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardSpec {
+    Fixed(Shard),
+    Auto,
+}
+
+impl ShardSpec {
+    fn parse(text: &str) -> Option<Self> {
+        if text.trim().eq_ignore_ascii_case("auto") {
+            return Some(ShardSpec::Auto);
+        }
+        Shard::parse(text).map(ShardSpec::Fixed)
+    }
+}
+
+/// The shard this instance collects, from `FLEXCLOUD_SHARD` and, for `auto`, the pod name
+/// and `FLEXCLOUD_SHARD_COUNT`. A count without `auto` is refused rather than ignored: an
+/// operator who sets it expects it to decide something.
+fn shard(env: &Env) -> Result<Option<Shard>, ConfigError> {
+    let count = env.get(&SHARD_COUNT)?;
+    match (env.get(&SHARD)?, count) {
+        (None, None) => Ok(None),
+        (Some(ShardSpec::Fixed(shard)), None) => Ok(Some(shard)),
+        (None | Some(ShardSpec::Fixed(_)), Some(_)) => Err(ConfigError::Conflict {
+            var: SHARD_COUNT.name,
+            problem: "is used only with FLEXCLOUD_SHARD=auto (FLEXCLOUD_SHARD=N/M gives the count itself)".into(),
+        }),
+        (Some(ShardSpec::Auto), None) => Err(ConfigError::Missing {
+            var: SHARD_COUNT.name,
+            expected: "with FLEXCLOUD_SHARD=auto, the number of shards (the StatefulSet's replicas)",
+        }),
+        (Some(ShardSpec::Auto), Some(count)) => {
+            let (var, pod) = match (env.get(&POD_NAME)?, env.hostname.as_deref()) {
+                (Some(pod), _) => (POD_NAME.name, pod),
+                (None, Some(host)) if !host.is_empty() => ("HOSTNAME", host.to_string()),
+                (None, _) => {
+                    return Err(ConfigError::Missing {
+                        var: POD_NAME.name,
+                        expected: "with FLEXCLOUD_SHARD=auto, the pod name (or HOSTNAME set to it)",
+                    });
+                }
+            };
+            let ordinal = pod_ordinal(&pod).ok_or_else(|| ConfigError::Invalid {
+                var,
+                expected: POD_NAME.expected,
+                value: pod.clone(),
+            })?;
+            match ordinal.checked_add(1).filter(|&index| index <= count) {
+                Some(index) => Ok(Some(Shard { index, count })),
+                None => Err(ConfigError::Conflict {
+                    var: SHARD_COUNT.name,
+                    problem: format!(
+                        "pod {pod} has ordinal {ordinal}, so it would be shard {} of {count}: raise FLEXCLOUD_SHARD_COUNT to the StatefulSet's replicas",
+                        u64::from(ordinal) + 1
+                    ),
+                }),
+            }
+        }
+    }
+}
+
+/// The ordinal a StatefulSet gives a pod: the number after the name's last `-`.
+fn pod_ordinal(pod: &str) -> Option<u32> {
+    let (name, ordinal) = pod.trim().rsplit_once('-')?;
+    let digits = !ordinal.is_empty() && ordinal.bytes().all(|b| b.is_ascii_digit());
+    // "01" is no StatefulSet ordinal; accepting it would let two names map to one shard.
+    let canonical = ordinal == "0" || !ordinal.starts_with('0');
+    if name.is_empty() || !digits || !canonical {
+        return None;
+    }
+    ordinal.parse().ok()
 }
 
 /// One shard of the accounts: this instance collects the accounts whose stable hash
@@ -696,7 +803,7 @@ impl Shard {
         let (index, count) = text.trim().split_once('/')?;
         let index: u32 = index.trim().parse().ok()?;
         let count: u32 = count.trim().parse().ok()?;
-        (index >= 1 && index <= count).then_some(Shard { index, count })
+        (index >= 1 && index <= count && count <= MAX_SHARDS).then_some(Shard { index, count })
     }
 
     /// Whether this shard collects `account`. FNV-1a is fixed by its definition, so every
@@ -706,6 +813,12 @@ impl Shard {
         let mut hasher = fnv::FnvHasher::default();
         hasher.write(account.as_bytes());
         hasher.finish() % u64::from(self.count) == u64::from(self.index - 1)
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
     }
 }
 
@@ -1147,6 +1260,79 @@ mod tests {
             with(&[("FLEXCLOUD_SHARD", "2/5")]).unwrap().shard,
             Some(Shard { index: 2, count: 5 })
         );
+    }
+
+    #[test]
+    fn auto_shards_take_the_ordinal_from_the_pod_name() {
+        let auto = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("FLEXCLOUD_SHARD", "auto"), ("FLEXCLOUD_SHARD_COUNT", "3")];
+            all.extend_from_slice(pairs);
+            with(&all)
+        };
+        let shard = |index, count| Some(Shard { index, count });
+        let pod = |name| auto(&[("FLEXCLOUD_POD_NAME", name)]);
+        assert_eq!(pod("flexcloud-exporter-0").unwrap().shard, shard(1, 3));
+        assert_eq!(pod("flexcloud-exporter-2").unwrap().shard, shard(3, 3));
+        assert_eq!(pod("a-b-1").unwrap().shard, shard(2, 3));
+        assert_eq!(
+            auto(&[("HOSTNAME", "fx-1")]).unwrap().shard,
+            shard(2, 3),
+            "HOSTNAME is the pod name in Kubernetes"
+        );
+        assert_eq!(
+            auto(&[("HOSTNAME", "fx-0"), ("FLEXCLOUD_POD_NAME", "fx-2")])
+                .unwrap()
+                .shard,
+            shard(3, 3),
+            "the explicit pod name wins"
+        );
+        assert_eq!(
+            with(&[
+                ("FLEXCLOUD_SHARD", " AUTO "),
+                ("FLEXCLOUD_SHARD_COUNT", "1"),
+                ("HOSTNAME", "x-0")
+            ])
+            .unwrap()
+            .shard,
+            shard(1, 1)
+        );
+        let err = |r: Result<Config, ConfigError>| r.unwrap_err().to_string();
+        let beyond = err(pod("flexcloud-exporter-3"));
+        assert!(
+            beyond.starts_with("FLEXCLOUD_SHARD_COUNT") && beyond.contains("ordinal 3"),
+            "{beyond}"
+        );
+        for bad in [
+            "flexcloud-exporter",
+            "exporter-x",
+            "-1",
+            "fx-01",
+            "fx-",
+            "fx-1a",
+        ] {
+            let e = err(pod(bad));
+            assert!(e.starts_with("FLEXCLOUD_POD_NAME"), "{bad}: {e}");
+        }
+        assert!(err(auto(&[("HOSTNAME", "fx")])).starts_with("HOSTNAME"));
+        assert!(err(auto(&[])).starts_with("FLEXCLOUD_POD_NAME is required"));
+        assert!(
+            err(with(&[("FLEXCLOUD_SHARD", "auto"), ("HOSTNAME", "fx-0")]))
+                .starts_with("FLEXCLOUD_SHARD_COUNT is required")
+        );
+        for shard_count_alone in [vec![], vec![("FLEXCLOUD_SHARD", "1/3")]] {
+            let mut pairs = shard_count_alone;
+            pairs.push(("FLEXCLOUD_SHARD_COUNT", "3"));
+            let e = err(with(&pairs));
+            assert!(e.contains("only with FLEXCLOUD_SHARD=auto"), "{e}");
+        }
+        for bad in ["0", "1001", "-1", "x"] {
+            let e = err(auto(&[
+                ("FLEXCLOUD_SHARD_COUNT", bad),
+                ("HOSTNAME", "fx-0"),
+            ]));
+            assert!(e.starts_with("FLEXCLOUD_SHARD_COUNT"), "{bad}: {e}");
+        }
+        assert!(err(with(&[("FLEXCLOUD_SHARD", "1/1001")])).starts_with("FLEXCLOUD_SHARD"));
     }
 
     #[test]

@@ -114,8 +114,11 @@ impl Exporter {
         if config.tls_insecure_skip_verify {
             warn!(api_url = %config.api_url, "FLEXCLOUD_TLS_INSECURE_SKIP_VERIFY is set: the API's TLS certificate is NOT verified; anyone on the path can read the credentials");
         }
-        let metrics =
-            Arc::new(Metrics::new(config.saving_series_limit).forgetting_after(config.stale_after));
+        let metrics = Arc::new(
+            Metrics::new(config.saving_series_limit)
+                .forgetting_after(config.stale_after)
+                .in_shard(config.shard),
+        );
         let client = Arc::new(ApiClient::new(
             ClientSettings::from_config(&config)?,
             metrics.clone(),
@@ -182,6 +185,7 @@ impl Exporter {
                 address = %address,
                 api_url = %self.config.api_url,
                 interval = %humantime::format_duration(self.config.interval),
+                shard = %self.config.shard.map_or_else(|| "none".into(), |s| s.to_string()),
                 tls = self.web.tls.is_some(),
                 basic_auth_users = self.web.basic_auth.as_ref().map_or(0, |a| a.user_count()),
                 "listening"

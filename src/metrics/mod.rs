@@ -32,6 +32,7 @@ pub use process::{EndpointMetrics, encode_scrape_time};
 
 use crate::api::model::ImageProblem;
 use crate::api::{Code, Endpoint, ImageType, RequestObserver};
+use crate::config::Shard;
 use crate::snapshot::{Snapshot, bounded, bounded_label};
 use crate::timestamp::unix_seconds;
 
@@ -94,6 +95,8 @@ pub struct Metrics {
     previous_series: AtomicU64,
     previous_bytes: AtomicU64,
     demand: Arc<Demand>,
+    /// Shard N of M this exporter collects; 1 of 1 when unsharded.
+    shard: Shard,
 }
 
 impl RequestObserver for Metrics {
@@ -128,7 +131,15 @@ impl Metrics {
             previous_series: AtomicU64::new(0),
             previous_bytes: AtomicU64::new(0),
             demand: Arc::new(Demand::default()),
+            shard: Shard { index: 1, count: 1 },
         }
+    }
+
+    /// The shard exported as `flexcloud_shard_ordinal` and `flexcloud_shard_count`, so that
+    /// replicas which disagree on the count, or a missing one, can be alerted on.
+    pub fn in_shard(mut self, shard: Option<Shard>) -> Self {
+        self.shard = shard.unwrap_or(Shard { index: 1, count: 1 });
+        self
     }
 
     /// Series of accounts that have been gone from every cycle for longer than `after` are
@@ -174,6 +185,7 @@ impl Metrics {
             latency: self.latency.clone(),
             previous_series: self.previous_series.load(Ordering::Relaxed),
             previous_bytes: self.previous_bytes.load(Ordering::Relaxed),
+            shard: self.shard,
             now,
         };
         let mut registry = Registry::default();
@@ -415,6 +427,7 @@ struct CycleCollector {
     latency: [Histogram; 3],
     previous_series: u64,
     previous_bytes: u64,
+    shard: Shard,
     now: SystemTime,
 }
 
@@ -811,6 +824,20 @@ impl CycleCollector {
                 },
                 ConstGauge::new(1),
             )],
+        )?;
+        single(
+            encoder,
+            "flexcloud_shard_ordinal",
+            "The shard N this exporter collects, of FLEXCLOUD_SHARD=N/M (1 when unsharded); the replicas of one job should report each of 1 to M once",
+            None,
+            ConstGauge::new(i64::from(self.shard.index)),
+        )?;
+        single(
+            encoder,
+            "flexcloud_shard_count",
+            "The shards M the accounts are split into, of FLEXCLOUD_SHARD=N/M (1 when unsharded); every replica of one job should report the same",
+            None,
+            ConstGauge::new(i64::from(self.shard.count)),
         )
     }
 }
