@@ -1302,6 +1302,127 @@ fn kustomization_applies_every_manifest_but_the_secret_example() -> TestResult {
     Ok(())
 }
 
+const SHARD_VARS: [&str; 3] = [
+    "FLEXCLOUD_SHARD",
+    "FLEXCLOUD_SHARD_COUNT",
+    "FLEXCLOUD_POD_NAME",
+];
+
+/// The StatefulSet's pod template, and that template without the sharding variables.
+fn statefulset_pod() -> Result<(Value, Value), Box<dyn Error>> {
+    let statefulset = manifest("statefulset/statefulset.yaml")?;
+    let template = at(&statefulset, "spec.template")?.clone();
+    let mut unsharded = template.clone();
+    let env = unsharded
+        .get_mut("spec")
+        .and_then(|s| s.get_mut("containers"))
+        .and_then(|c| c.get_mut(0))
+        .and_then(|c| c.get_mut("env"))
+        .and_then(Value::as_sequence_mut)
+        .ok_or("the StatefulSet's container has no env")?;
+    env.retain(|var| !SHARD_VARS.contains(&var.get("name").and_then(Value::as_str).unwrap_or("")));
+    Ok((template, unsharded))
+}
+
+#[test]
+fn statefulset_runs_the_deployments_pod_with_the_shard_from_the_pod_name() -> TestResult {
+    let deployment = manifest("deployment.yaml")?;
+    let service = manifest("service.yaml")?;
+    let statefulset = manifest("statefulset/statefulset.yaml")?;
+    let (template, unsharded) = statefulset_pod()?;
+    // One pod spec in two files: everything the Deployment's tests check holds here too,
+    // and a later change to one that misses the other fails here.
+    assert_eq!(
+        &unsharded,
+        at(&deployment, "spec.template")?,
+        "the StatefulSet's pod differs from the Deployment's beyond the shard variables"
+    );
+    assert_eq!(
+        at(&statefulset, "spec.selector")?,
+        at(&deployment, "spec.selector")?
+    );
+    assert_eq!(
+        text(&statefulset, "spec.serviceName")?,
+        text(&service, "metadata.name")?
+    );
+    let env = list(&template, "spec.containers.0.env")?;
+    let var = |name: &str| {
+        env.iter()
+            .find(|e| e.get("name").and_then(Value::as_str) == Some(name))
+            .ok_or(format!("no {name}"))
+    };
+    assert_eq!(text(var("FLEXCLOUD_SHARD")?, "value")?, "auto");
+    assert_eq!(
+        text(var("FLEXCLOUD_POD_NAME")?, "valueFrom.fieldRef.fieldPath")?,
+        "metadata.name"
+    );
+    let count: u32 = text(var("FLEXCLOUD_SHARD_COUNT")?, "value")?.parse()?;
+    let replicas = at(&statefulset, "spec.replicas")?
+        .as_u64()
+        .ok_or("no spec.replicas")?;
+    assert_eq!(
+        u64::from(count),
+        replicas,
+        "FLEXCLOUD_SHARD_COUNT must equal the replicas"
+    );
+
+    // The exporter, given each pod's name, collects each shard once; a pod beyond the
+    // count (replicas raised alone) refuses to start rather than collect nothing.
+    let name = text(&statefulset, "metadata.name")?;
+    let literal: Vec<(String, String)> = env
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e.get("name")?.as_str()?.into(),
+                e.get("value")?.as_str()?.into(),
+            ))
+        })
+        .chain([
+            ("FLEXCLOUD_USERNAME".into(), "user".into()),
+            ("FLEXCLOUD_PASSWORD".into(), "pw".into()),
+        ])
+        .filter(|(name, _)| name != "FLEXCLOUD_PASSWORD_FILE")
+        .collect();
+    let config = |ordinal: u64| {
+        let mut vars = literal.clone();
+        vars.push(("FLEXCLOUD_POD_NAME".into(), format!("{name}-{ordinal}")));
+        flexcloud_exporter::config::Config::from_vars(vars)
+    };
+    let mut shards = Vec::new();
+    for ordinal in 0..replicas {
+        let shard = config(ordinal)?.shard.ok_or("no shard")?;
+        shards.push((shard.index, shard.count));
+    }
+    let expected: Vec<(u32, u32)> = (1..=count).map(|index| (index, count)).collect();
+    assert_eq!(shards, expected);
+    let beyond = config(replicas)
+        .err()
+        .ok_or("a pod beyond the count starts")?;
+    assert!(
+        beyond.to_string().starts_with("FLEXCLOUD_SHARD_COUNT"),
+        "{beyond}"
+    );
+    Ok(())
+}
+
+#[test]
+fn statefulset_kustomization_is_the_base_with_the_deployment_replaced() -> TestResult {
+    let kustomization = manifest("statefulset/kustomization.yaml")?;
+    assert_eq!(
+        strings(&kustomization, "resources")?,
+        ["..", "statefulset.yaml"]
+    );
+    let patches = list(&kustomization, "patches")?;
+    assert_eq!(patches.len(), 1);
+    let patch: Value = serde_norway::from_str(text(&patches[0], "patch")?)?;
+    assert_eq!(text(&patch, "$patch")?, "delete");
+    let deployment = manifest("deployment.yaml")?;
+    for field in ["apiVersion", "kind", "metadata.name"] {
+        assert_eq!(text(&patch, field)?, text(&deployment, field)?, "{field}");
+    }
+    Ok(())
+}
+
 #[test]
 #[ignore = "needs kubernetes-validate"]
 fn kubernetes_core_manifests_match_their_schemas() -> TestResult {
@@ -1309,7 +1430,12 @@ fn kubernetes_core_manifests_match_their_schemas() -> TestResult {
     run_ok(
         Command::new("kubernetes-validate")
             .args(["--strict", "--quiet"])
-            .args(["deployment.yaml", "service.yaml", "secret.example.yaml"])
+            .args([
+                "deployment.yaml",
+                "service.yaml",
+                "secret.example.yaml",
+                "statefulset/statefulset.yaml",
+            ])
             .current_dir(dir),
     )?;
     Ok(())
