@@ -270,12 +270,31 @@ pub fn write_fast_rules(dir: &Path) -> PathBuf {
 /// Prometheus scraping the exporter every second and evaluating the fast rules every
 /// second; `alerting` is appended to its configuration as it is (empty for none).
 pub fn start_prometheus(dir: &Path, exporter: SocketAddr, alerting: &str) -> Running {
+    start_prometheus_jobs(dir, &[(JOB, vec![exporter])], alerting)
+}
+
+/// [`start_prometheus`] with scrape jobs of any name and number of targets.
+pub fn start_prometheus_jobs(
+    dir: &Path,
+    jobs: &[(&str, Vec<SocketAddr>)],
+    alerting: &str,
+) -> Running {
     let rules = write_fast_rules(dir);
     let config = dir.join("prometheus.yml");
+    let scrape_configs: String = jobs
+        .iter()
+        .map(|(job, targets)| {
+            let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+            format!(
+                "  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
+                targets.join(", ")
+            )
+        })
+        .collect();
     let text = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
          rule_files:\n  - {rules}\n\
-         scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['{exporter}']\n\
+         scrape_configs:\n{scrape_configs}\
          {alerting}",
         rules = rules.display()
     );
