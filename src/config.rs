@@ -176,7 +176,7 @@ pub const MAX_REQUEST_RATE: Setting<f64> = Setting {
 pub const STALE_AFTER: Setting<Duration> = Setting {
     name: "FLEXCLOUD_STALE_AFTER",
     default: DefaultValue::Described("3 x interval"),
-    help: "how long image gauges of a failing zone keep their last good values (up to 30 days)",
+    help: "how long the image counts and ages of a failing zone keep their last good values (up to 30 days); its SAVING images stay until the zone is read again",
     expected: "a positive duration of at most 30 days, such as 3m or 1h",
     parse: |text| duration_within(text, Duration::from_nanos(1), DAY.saturating_mul(30)),
     secret: false,
