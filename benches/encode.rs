@@ -153,6 +153,7 @@ fn serve(c: &mut Criterion) {
                 version: "bench",
                 api_url: "https://api.example.com/".into(),
                 interval: Duration::from_secs(60),
+                shard: None,
             }),
             endpoint: Arc::default(),
         });
@@ -175,6 +176,7 @@ fn status_page(c: &mut Criterion) {
         version: "bench",
         api_url: "https://api.example.com/".into(),
         interval: Duration::from_secs(60),
+        shard: None,
     };
     for (accounts, zones) in [(5, 3), (500, 4), (5000, 4)] {
         let (snapshot, _) = fleet(accounts, zones);

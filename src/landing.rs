@@ -38,6 +38,8 @@ pub struct PageInfo {
     /// The API base URL (never carries credentials: config rejects userinfo).
     pub api_url: String,
     pub interval: Duration,
+    /// The shard collected, when the accounts are split.
+    pub shard: Option<crate::config::Shard>,
 }
 
 /// The alerts whose runbook sections the page links to.
@@ -291,13 +293,17 @@ pub fn render(info: &PageInfo, snapshot: Option<&Snapshot>, now: SystemTime) -> 
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\"><link rel=\"icon\" href=\"data:,\">\
          <title>FlexCloud exporter</title><style>{STYLE}</style></head><body>\
-         <header><h1>FlexCloud exporter</h1><span>version {version} · API <code>{api}</code> · every {interval}</span>\
+         <header><h1>FlexCloud exporter</h1><span>version {version} · API <code>{api}</code> · every {interval}{shard}</span>\
          <span class=\"now\">rendered <time>{now}</time></span></header>\
          <nav><a href=\"/metrics\">Metrics</a> <a href=\"/-/healthy\">Health</a> <a href=\"/-/ready\">Readiness</a> \
          <a href=\"{runbook}\">Runbook</a> <a href=\"{dashboard}\">Dashboard (import)</a></nav>",
         version = esc(info.version),
         api = esc(&info.api_url),
         interval = humantime::format_duration(info.interval),
+        shard = info.shard.map_or_else(String::new, |s| format!(
+            " · shard {} of {}",
+            s.index, s.count
+        )),
         now = clock(now),
         runbook = esc(RUNBOOK_BASE),
         dashboard = esc(DASHBOARD_DOC),
@@ -627,7 +633,19 @@ mod tests {
             version: "1",
             api_url: "https://api.example.com/".into(),
             interval: Duration::from_secs(60),
+            shard: None,
         }
+    }
+
+    #[test]
+    fn a_shard_says_which_it_is() {
+        let page = render(&info(), None, at(NOW));
+        assert!(!page.contains("shard"), "unsharded: no shard shown");
+        let sharded = PageInfo {
+            shard: Some(crate::config::Shard { index: 2, count: 3 }),
+            ..info()
+        };
+        assert!(render(&sharded, None, at(NOW)).contains(" · shard 2 of 3</span>"));
     }
 
     fn at(secs: u64) -> SystemTime {

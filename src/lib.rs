@@ -174,6 +174,7 @@ impl Exporter {
                 version: env!("CARGO_PKG_VERSION"),
                 api_url: self.config.api_url.to_string(),
                 interval: self.config.interval,
+                shard: self.config.shard,
             }),
             endpoint: endpoint.clone(),
         };

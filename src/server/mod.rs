@@ -255,6 +255,7 @@ mod tests {
                 version: "test",
                 api_url: "https://api.example.com/".into(),
                 interval: Duration::from_secs(60),
+                shard: None,
             }),
             endpoint: Arc::default(),
         };

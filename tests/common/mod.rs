@@ -294,6 +294,7 @@ impl Harness {
                 version: "test",
                 api_url: self.sim.url(),
                 interval: std::time::Duration::from_secs(60),
+                shard: None,
             }),
             endpoint: Arc::default(),
         };
