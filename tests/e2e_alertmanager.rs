@@ -22,13 +22,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use flexcloud_sim::{Fault, FaultAction, Scenario};
@@ -37,9 +31,12 @@ use serde_json::Value;
 #[path = "common/e2e.rs"]
 mod e2e;
 use e2e::{
-    JOB, Running, exporter_address, firing_with, instant_query, listening_address, repo,
-    scratch_dir, start_exporter, start_prometheus, start_simulator, toolkit_address, wait_ready,
+    JOB, Running, exporter_address, firing_with, instant_query, listening_address, scratch_dir,
+    start_exporter, start_prometheus, start_simulator, toolkit_address, wait_ready,
 };
+#[path = "common/alerting.rs"]
+mod alerting;
+use alerting::{Receiver, alerting_to, delivered_alerts, start_alertmanager};
 
 const USER: &str = "exporter";
 const PASSWORD: &str = "e2e-secret";
@@ -49,7 +46,6 @@ const OTHER_ZONE: &str = "USOTE-2012-DALLAS";
 const IMAGE_ID: &str = "102";
 const IMAGE_NAME: &str = "web-01-nightly";
 const ALERT: &str = "FlexcloudImageStuckSaving";
-const ALERTMANAGER_CONFIG: &str = "deploy/alertmanager/alertmanager.yml";
 /// FLEXCLOUD_STALE_AFTER for the exporter: the outage lasts five times as long.
 const STALE_AFTER: Duration = Duration::from_secs(5);
 const OUTAGE: Duration = Duration::from_secs(25);
@@ -64,141 +60,10 @@ fn wait_for<T>(
     e2e::wait_for(what, WAIT, processes, check)
 }
 
-/// A webhook receiver: every POST body it gets, parsed as JSON, in arrival order. When
-/// dropped it stops, writes what it got to target/alertmanager-deliveries.json and prints
-/// each alert, so a failing run leaves them too.
-struct Receiver {
-    addr: SocketAddr,
-    deliveries: Arc<Mutex<Vec<Value>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the webhook receiver");
-        listener
-            .set_nonblocking(true)
-            .expect("a non-blocking listener");
-        let addr = listener.local_addr().expect("the receiver's address");
-        let deliveries = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (deliveries, stop) = (deliveries.clone(), stop.clone());
-            thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            let body = receive(stream);
-                            deliveries
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .push(body);
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            thread::sleep(Duration::from_millis(20));
-                        }
-                        Err(e) => panic!("the webhook receiver cannot accept: {e}"),
-                    }
-                }
-            })
-        };
-        Receiver {
-            addr,
-            deliveries,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn deliveries(&self) -> Vec<Value> {
-        self.deliveries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        let deliveries = self.deliveries();
-        let path = deliveries_file();
-        let text = serde_json::to_string_pretty(&deliveries).unwrap_or_default();
-        if let Err(e) = fs::write(&path, text) {
-            eprintln!("cannot write {}: {e}", path.display());
-        }
-        println!(
-            "{} deliveries, written to {}:",
-            deliveries.len(),
-            path.display()
-        );
-        for delivery in &deliveries {
-            for alert in delivery["alerts"].as_array().into_iter().flatten() {
-                println!(
-                    "  {} ({}): {}\n    labels: {}\n    runbook_url: {}",
-                    alert["status"].as_str().unwrap_or("?"),
-                    delivery["receiver"].as_str().unwrap_or("?"),
-                    alert["annotations"]["summary"].as_str().unwrap_or(""),
-                    alert["labels"],
-                    alert["annotations"]["runbook_url"].as_str().unwrap_or(""),
-                );
-            }
-        }
-    }
-}
-
-fn deliveries_file() -> PathBuf {
-    // CARGO_TARGET_TMPDIR is target/tmp.
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent()
-        .unwrap_or(tmp)
-        .join("alertmanager-deliveries.json")
-}
-
-/// Reads one HTTP request and answers 200: the body as JSON, or a string saying what was
-/// wrong with it (which no check below accepts as a delivery).
-fn receive(mut stream: TcpStream) -> Value {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut request = Vec::new();
-    let mut buffer = [0u8; 4096];
-    let body_at = loop {
-        if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        match stream.read(&mut buffer) {
-            Ok(0) | Err(_) => return Value::String("request ended before its body".into()),
-            Ok(n) => request.extend_from_slice(&buffer[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&request[..body_at]).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0);
-    while request.len() < body_at + length {
-        match stream.read(&mut buffer) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => request.extend_from_slice(&buffer[..n]),
-        }
-    }
-    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    let body = &request[body_at..request.len().min(body_at + length)];
-    serde_json::from_slice(body).unwrap_or_else(|e| {
-        Value::String(format!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
-    })
-}
-
 /// The stuck-SAVING alerts of image 102 in its zone with `status`, from every delivery.
 fn stuck_alerts(deliveries: &[Value], status: &str) -> Vec<Value> {
-    deliveries
-        .iter()
-        .flat_map(|d| d["alerts"].as_array().cloned().unwrap_or_default())
+    delivered_alerts(deliveries)
+        .into_iter()
         .filter(|a| {
             a["status"] == status
                 && a["labels"]["alertname"] == ALERT
@@ -206,91 +71,6 @@ fn stuck_alerts(deliveries: &[Value], status: &str) -> Vec<Value> {
                 && a["labels"]["zone_id"] == ZONE
         })
         .collect()
-}
-
-/// `alertmanager` as upstream names it, or `prometheus-alertmanager` as Debian does.
-fn alertmanager_binary() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for name in ["alertmanager", "prometheus-alertmanager"] {
-        if let Some(found) = std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-        {
-            return found;
-        }
-    }
-    panic!("no alertmanager on PATH (install the Debian package prometheus-alertmanager)");
-}
-
-/// The example configuration with every webhook pointed at `receiver` (path: the
-/// receiver's name) and group and repeat times cut to test scale.
-fn write_alertmanager_config(dir: &Path, receiver: SocketAddr) -> PathBuf {
-    use serde_norway::Value as Yaml;
-    let text = fs::read_to_string(repo(ALERTMANAGER_CONFIG))
-        .unwrap_or_else(|e| panic!("{ALERTMANAGER_CONFIG}: {e}"));
-    let mut config: Yaml =
-        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{ALERTMANAGER_CONFIG}: {e}"));
-    fn shorten(route: &mut Yaml) {
-        let Some(route) = route.as_mapping_mut() else {
-            return;
-        };
-        for (key, value) in [
-            ("group_wait", "1s"),
-            ("group_interval", "1s"),
-            ("repeat_interval", "1h"),
-        ] {
-            let key = Yaml::from(key);
-            if route.contains_key(&key) {
-                route.insert(key, Yaml::from(value));
-            }
-        }
-        if let Some(routes) = route
-            .get_mut(Yaml::from("routes"))
-            .and_then(Yaml::as_sequence_mut)
-        {
-            routes.iter_mut().for_each(shorten);
-        }
-    }
-    shorten(config.get_mut("route").expect("the example has a route"));
-    let receivers = config
-        .get_mut("receivers")
-        .and_then(Yaml::as_sequence_mut)
-        .expect("the example has receivers");
-    let mut webhooks = 0;
-    for entry in receivers {
-        let name = entry["name"].as_str().unwrap_or("unnamed").to_string();
-        for webhook in entry
-            .get_mut("webhook_configs")
-            .and_then(Yaml::as_sequence_mut)
-            .into_iter()
-            .flatten()
-        {
-            webhook["url"] = Yaml::from(format!("http://{receiver}/{name}"));
-            webhooks += 1;
-        }
-    }
-    assert!(webhooks > 0, "no webhook receiver in {ALERTMANAGER_CONFIG}");
-    let path = dir.join("alertmanager.yml");
-    let text = serde_norway::to_string(&config).expect("the config as YAML");
-    fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    path
-}
-
-fn start_alertmanager(dir: &Path, receiver: SocketAddr) -> Running {
-    let config = write_alertmanager_config(dir, receiver);
-    let mut command = Command::new(alertmanager_binary());
-    command
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.path={}",
-            dir.join("alertmanager-data").display()
-        ))
-        // Port 0: Alertmanager says in its log which port it got.
-        .arg("--web.listen-address=127.0.0.1:0")
-        // No cluster: nothing to gossip with, and no port to bind for it.
-        .arg("--cluster.listen-address=")
-        .arg("--log.level=info");
-    Running::spawn("alertmanager", &mut command, dir)
 }
 
 fn scenario() -> Scenario {
@@ -317,7 +97,7 @@ fn scenario() -> Scenario {
 fn stuck_saving_alert_is_delivered_held_through_an_outage_and_resolved_when_fixed() {
     let dir = scratch_dir("e2e_alertmanager");
     let api = start_simulator(scenario());
-    let receiver = Receiver::start();
+    let receiver = Receiver::start("alertmanager-deliveries.json");
     let stale_after = format!("{}s", STALE_AFTER.as_secs());
     let mut exporter = start_exporter(
         &dir,
@@ -338,10 +118,7 @@ fn stuck_saving_alert_is_delivered_held_through_an_outage_and_resolved_when_fixe
     let am = listening_address(&mut alertmanager, toolkit_address);
     wait_ready("Alertmanager", am, &mut [&mut exporter, &mut alertmanager]);
 
-    let alerting = format!(
-        "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{am}']\n"
-    );
-    let mut prometheus = start_prometheus(&dir, exporter_addr, &alerting);
+    let mut prometheus = start_prometheus(&dir, exporter_addr, &alerting_to(am));
     let prom = listening_address(&mut prometheus, toolkit_address);
     let mut all = [&mut exporter, &mut alertmanager, &mut prometheus];
     wait_ready("Prometheus", prom, &mut all);

@@ -9,13 +9,15 @@
 //! - `shards-short`: `1/3` and `3/3` (shard 2 never started);
 //! - `shards-mixed`: `1/2` and `2/3` (a rollout that changed M on one replica only).
 //!
-//! Prometheus scrapes all of them every second and evaluates the bundled rules (every
-//! `for` cut to 0s). `sum by (account_id, zone_id, status, image_type) (flexcloud_images)` of
+//! Prometheus scrapes all of them every second, evaluates the bundled rules (every `for`
+//! cut to 10s) and sends to Alertmanager with the example configuration, which delivers to
+//! a webhook receiver in this test (deliveries in target/alertmanager-deliveries-shards.json). `sum by (account_id, zone_id, status, image_type) (flexcloud_images)` of
 //! the sharded job must equal the unsharded one's, with every account on exactly one
 //! shard and every shard holding some; each mis-set job must fire exactly its own alert,
 //! and the good jobs none.
 //!
-//! Needs `prometheus` on PATH: `cargo test --test e2e_shards -- --include-ignored`.
+//! Needs `prometheus` and `alertmanager` (Debian: `prometheus-alertmanager`) on PATH:
+//! `cargo test --test e2e_shards -- --include-ignored`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -25,8 +27,11 @@ use std::time::Duration;
 use flexcloud_sim::{FleetSpec, Scenario};
 use serde_json::Value;
 
+#[path = "common/alerting.rs"]
+mod alerting;
 #[path = "common/e2e.rs"]
 mod e2e;
+use alerting::{Receiver, alerting_to, delivered_alerts, start_alertmanager};
 use e2e::{
     JOB, Running, exporter_address, instant_query, listening_address, prometheus_api, scratch_dir,
     start_exporter, start_prometheus_jobs, start_simulator, toolkit_address, wait_ready,
@@ -108,7 +113,7 @@ fn shard_alerts(prom: SocketAddr) -> Result<BTreeMap<String, Vec<(String, String
 }
 
 #[test]
-#[ignore = "needs prometheus"]
+#[ignore = "needs prometheus and alertmanager"]
 fn three_shards_add_up_to_one_exporter_and_mis_set_shards_alert() {
     let dir = scratch_dir("e2e_shards");
     let api = start_simulator(fleet());
@@ -141,9 +146,16 @@ fn three_shards_add_up_to_one_exporter_and_mis_set_shards_alert() {
         }
     }
 
-    let mut prometheus = start_prometheus_jobs(&dir, &jobs, "");
+    let receiver = Receiver::start("alertmanager-deliveries-shards.json");
+    let mut alertmanager = start_alertmanager(&dir, receiver.addr);
+    let am = listening_address(&mut alertmanager, toolkit_address);
+    wait_ready("Alertmanager", am, &mut [&mut alertmanager]);
+    // `for` cut to 10s, not 0s: until Prometheus has scraped every target once, a job
+    // looks short of shards, and that must not page.
+    let mut prometheus = start_prometheus_jobs(&dir, &jobs, &alerting_to(am), "10s");
     let prom = listening_address(&mut prometheus, toolkit_address);
     let mut all: Vec<&mut Running> = exporters.iter_mut().collect();
+    all.push(&mut alertmanager);
     all.push(&mut prometheus);
     wait_ready("Prometheus", prom, &mut all);
     let targets: usize = JOBS.iter().map(|(_, shards)| shards.len()).sum();
@@ -253,4 +265,64 @@ fn three_shards_add_up_to_one_exporter_and_mis_set_shards_alert() {
         missing[0]["annotations"]["summary"], "Job shards-short runs 2 of its 3 shards",
         "{missing:?}"
     );
+
+    // Delivered as a person reads them: one notification each, with the job named.
+    let expected_deliveries = [
+        (
+            "FlexcloudShardDuplicated",
+            "shards-duplicated",
+            "warning",
+            "Shard 1 of job shards-duplicated runs in 2 replicas",
+        ),
+        (
+            "FlexcloudShardsDisagree",
+            "shards-mixed",
+            "critical",
+            "The replicas of job shards-mixed disagree on the shard count: 2 to 3",
+        ),
+        (
+            "FlexcloudShardMissing",
+            "shards-short",
+            "critical",
+            "Job shards-short runs 2 of its 3 shards",
+        ),
+    ];
+    let delivered = e2e::wait_for("the shard alerts to be delivered", WAIT, &mut all, || {
+        let alerts = delivered_alerts(&receiver.deliveries());
+        let mut found = Vec::new();
+        for (name, job, _, _) in expected_deliveries {
+            let alert = alerts
+                .iter()
+                .find(|a| {
+                    a["status"] == "firing"
+                        && a["labels"]["alertname"] == name
+                        && a["labels"]["job"] == job
+                })
+                .ok_or_else(|| format!("no {name} for {job} delivered yet"))?;
+            found.push(alert.clone());
+        }
+        Ok(found)
+    });
+    for (alert, (name, job, severity, summary)) in delivered.iter().zip(expected_deliveries) {
+        assert_eq!(alert["labels"]["severity"], severity, "{name}: {alert}");
+        assert_eq!(alert["annotations"]["summary"], summary, "{name}: {alert}");
+        assert!(
+            alert["labels"]["instance"].is_null(),
+            "{name} is about the job, not one replica: {alert}"
+        );
+        let runbook = alert["annotations"]["runbook_url"].as_str().unwrap_or("");
+        assert!(
+            runbook.starts_with("https://")
+                && runbook.ends_with(&format!("#{}", name.to_ascii_lowercase())),
+            "{name}: {runbook}"
+        );
+    }
+    let good: Vec<Value> = delivered_alerts(&receiver.deliveries())
+        .into_iter()
+        .filter(|a| {
+            SHARD_ALERTS.contains(&a["labels"]["alertname"].as_str().unwrap_or(""))
+                && (a["labels"]["job"] == JOB || a["labels"]["job"] == SINGLE)
+        })
+        .collect();
+    assert!(good.is_empty(), "shard alerts for the good jobs: {good:?}");
 }

@@ -245,8 +245,9 @@ pub fn wait_ready(name: &str, addr: SocketAddr, processes: &mut [&mut Running]) 
     );
 }
 
-/// The bundled rules with every `for` cut to 0s, so alerts fire on their first evaluation.
-pub fn write_fast_rules(dir: &Path) -> PathBuf {
+/// The bundled rules with every `for` cut to `hold` (0s: alerts fire on their first
+/// evaluation).
+pub fn write_fast_rules(dir: &Path, hold: &str) -> PathBuf {
     let text = fs::read_to_string(repo(RULES)).unwrap_or_else(|e| panic!("{RULES}: {e}"));
     let mut shortened = 0;
     let fast: Vec<String> = text
@@ -255,7 +256,7 @@ pub fn write_fast_rules(dir: &Path) -> PathBuf {
             let trimmed = line.trim_start();
             if trimmed.starts_with("for:") {
                 shortened += 1;
-                format!("{}for: 0s", &line[..line.len() - trimmed.len()])
+                format!("{}for: {hold}", &line[..line.len() - trimmed.len()])
             } else {
                 line.to_string()
             }
@@ -270,16 +271,18 @@ pub fn write_fast_rules(dir: &Path) -> PathBuf {
 /// Prometheus scraping the exporter every second and evaluating the fast rules every
 /// second; `alerting` is appended to its configuration as it is (empty for none).
 pub fn start_prometheus(dir: &Path, exporter: SocketAddr, alerting: &str) -> Running {
-    start_prometheus_jobs(dir, &[(JOB, vec![exporter])], alerting)
+    start_prometheus_jobs(dir, &[(JOB, vec![exporter])], alerting, "0s")
 }
 
-/// [`start_prometheus`] with scrape jobs of any name and number of targets.
+/// [`start_prometheus`] with scrape jobs of any name and number of targets, and every
+/// `for` of the rules cut to `hold`.
 pub fn start_prometheus_jobs(
     dir: &Path,
     jobs: &[(&str, Vec<SocketAddr>)],
     alerting: &str,
+    hold: &str,
 ) -> Running {
-    let rules = write_fast_rules(dir);
+    let rules = write_fast_rules(dir, hold);
     let config = dir.join("prometheus.yml");
     let scrape_configs: String = jobs
         .iter()
