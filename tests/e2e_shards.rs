@@ -303,7 +303,7 @@ fn three_shards_add_up_to_one_exporter_and_mis_set_shards_alert() {
         }
         Ok(found)
     });
-    for (alert, (name, job, severity, summary)) in delivered.iter().zip(expected_deliveries) {
+    for (alert, (name, _, severity, summary)) in delivered.iter().zip(expected_deliveries) {
         assert_eq!(alert["labels"]["severity"], severity, "{name}: {alert}");
         assert_eq!(alert["annotations"]["summary"], summary, "{name}: {alert}");
         assert!(
