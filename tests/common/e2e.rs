@@ -247,7 +247,17 @@ pub fn wait_ready(name: &str, addr: SocketAddr, processes: &mut [&mut Running]) 
 
 /// The bundled rules with every `for` cut to 0s, so alerts fire on their first evaluation.
 pub fn write_fast_rules(dir: &Path) -> PathBuf {
-    let text = fs::read_to_string(repo(RULES)).unwrap_or_else(|e| panic!("{RULES}: {e}"));
+    write_fast_rules_with(dir, &[])
+}
+
+/// As [`write_fast_rules`], with each `(from, to)` of `replacements` replaced in the rules
+/// first (each must occur): for thresholds that only the passing of real time can reach.
+pub fn write_fast_rules_with(dir: &Path, replacements: &[(&str, &str)]) -> PathBuf {
+    let mut text = fs::read_to_string(repo(RULES)).unwrap_or_else(|e| panic!("{RULES}: {e}"));
+    for (from, to) in replacements {
+        assert!(text.contains(from), "{RULES} has no {from:?}");
+        text = text.replace(from, to);
+    }
     let mut shortened = 0;
     let fast: Vec<String> = text
         .lines()
@@ -270,7 +280,18 @@ pub fn write_fast_rules(dir: &Path) -> PathBuf {
 /// Prometheus scraping the exporter every second and evaluating the fast rules every
 /// second; `alerting` is appended to its configuration as it is (empty for none).
 pub fn start_prometheus(dir: &Path, exporter: SocketAddr, alerting: &str) -> Running {
-    let rules = write_fast_rules(dir);
+    start_prometheus_with(dir, exporter, alerting, &[])
+}
+
+/// As [`start_prometheus`], with the rules changed by `replacements` (see
+/// [`write_fast_rules_with`]).
+pub fn start_prometheus_with(
+    dir: &Path,
+    exporter: SocketAddr,
+    alerting: &str,
+    replacements: &[(&str, &str)],
+) -> Running {
+    let rules = write_fast_rules_with(dir, replacements);
     let config = dir.join("prometheus.yml");
     let text = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
