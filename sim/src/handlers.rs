@@ -1,7 +1,7 @@
 //! The API's endpoints as the reference describes them, answered from the scenario.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -12,7 +12,7 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use super::paging::{self, Paging};
-use super::scenario::{Account, Image, Scenario, User};
+use super::scenario::{Account, Image, ImageState, Scenario, User};
 use super::{Fleet, Shared, lock};
 use crate::timestamp::format_api;
 
@@ -254,7 +254,29 @@ enum Shape {
     Short,
 }
 
-fn image_json(image: &Image, origin: &str, now: SystemTime, shape: Shape) -> Value {
+/// The times one answer is written at: the schedule's and the wall clock's.
+#[derive(Clone, Copy)]
+struct Moment {
+    /// Since the scenario was loaded, for image changes.
+    elapsed: Duration,
+    now: SystemTime,
+    loaded: SystemTime,
+}
+
+impl Moment {
+    fn of(fleet: &Fleet) -> Self {
+        Moment {
+            elapsed: fleet.elapsed(),
+            now: SystemTime::now(),
+            loaded: fleet.loaded_wall,
+        }
+    }
+}
+
+/// An image that an answer shows, as it stands at the answer's moment.
+type Shown<'f> = (&'f Image, ImageState<'f>);
+
+fn image_json((image, state): &Shown<'_>, origin: &str, at: Moment, shape: Shape) -> Value {
     let href = format!(
         "{origin}/accounts/{}/flexcloud/images/{}/",
         image.account, image.id
@@ -267,14 +289,14 @@ fn image_json(image: &Image, origin: &str, now: SystemTime, shape: Shape) -> Val
         json!([{ "href": href, "rel": "self" }, { "href": href, "rel": "bookmark" }]),
     );
     if !image.legacy {
-        obj.insert("zones".into(), json!(image.zones));
+        obj.insert("zones".into(), json!(state.zones));
     }
     if let Shape::Detail = shape {
-        let created = match image.age {
-            Some(age) => format_api(now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH)),
+        let created = match image.created_at(at.loaded, at.now) {
+            Some(created) => format_api(created),
             None => image.created.clone(),
         };
-        obj.insert("status".into(), json!(image.status));
+        obj.insert("status".into(), json!(state.status));
         obj.insert("updated".into(), Value::Null);
         obj.insert("created".into(), json!(created));
         for (k, v) in &image.extra {
@@ -284,7 +306,12 @@ fn image_json(image: &Image, origin: &str, now: SystemTime, shape: Shape) -> Val
     Value::Object(obj)
 }
 
-fn matching_images<'f>(fleet: &'f Fleet, account: &str, req: &Request) -> Vec<&'f Image> {
+fn matching_images<'f>(
+    fleet: &'f Fleet,
+    account: &str,
+    req: &Request,
+    at: Moment,
+) -> Vec<Shown<'f>> {
     let name = query_value(req, "name");
     let status = query_value(req, "status");
     let image_type = query_value(req, "type");
@@ -292,11 +319,12 @@ fn matching_images<'f>(fleet: &'f Fleet, account: &str, req: &Request) -> Vec<&'
     fleet
         .account_images(account)
         .filter(|i| name.as_deref().is_none_or(|n| i.name == n))
-        .filter(|i| status.as_deref().is_none_or(|s| i.status == s))
         .filter(|i| image_type.as_deref().is_none_or(|t| i.image_type == t))
-        .filter(|i| {
+        .filter_map(|i| Some((i, i.state_at(at.elapsed)?)))
+        .filter(|(_, state)| status.as_deref().is_none_or(|s| state.status == s))
+        .filter(|(_, state)| {
             zone.as_deref()
-                .is_none_or(|z| i.zones.iter().any(|iz| iz == z))
+                .is_none_or(|z| state.zones.iter().any(|iz| iz == z))
         })
         .collect()
 }
@@ -342,12 +370,12 @@ fn list_images(shared: &Shared, account: Option<String>, req: Request, shape: Sh
     if let Err(r) = readable_account(&fleet, user, &account) {
         return r.into_response();
     }
-    let items = matching_images(&fleet, &account, &req);
+    let at = Moment::of(&fleet);
+    let items = matching_images(&fleet, &account, &req, at);
     let origin = origin(req.headers());
-    let now = SystemTime::now();
     paged(
         &items,
-        |image: &&Image| image_json(image, &origin, now, shape),
+        |image: &Shown<'_>| image_json(image, &origin, at, shape),
         "images",
         &req,
         false,
@@ -367,9 +395,16 @@ async fn show_image(
         return r.into_response();
     }
     let image_id = image.trim_end_matches('/');
-    match fleet.account_images(&account).find(|i| i.id == image_id) {
-        Some(i) => Json(json!({ "image": image_json(i, &origin(req.headers()), SystemTime::now(), Shape::Detail) }))
-            .into_response(),
+    let at = Moment::of(&fleet);
+    let shown = fleet
+        .account_images(&account)
+        .filter(|i| i.id == image_id)
+        .find_map(|i| Some((i, i.state_at(at.elapsed)?)));
+    match shown {
+        Some(shown) => Json(json!({
+            "image": image_json(&shown, &origin(req.headers()), at, Shape::Detail)
+        }))
+        .into_response(),
         None => item_not_found(),
     }
 }

@@ -27,6 +27,7 @@ pub const DEMO_SCENARIO: &str = include_str!("../scenarios/demo.json");
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use hyper_util::rt::TokioIo;
@@ -35,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-pub use scenario::{Fault, FaultAction, FleetSpec, Scenario, ScenarioError};
+pub use scenario::{Fault, FaultAction, FleetSpec, ImageChange, Scenario, ScenarioError};
 
 /// How many requests the log keeps (the oldest go first).
 const REQUEST_LOG_CAPACITY: usize = 100_000;
@@ -71,6 +72,12 @@ struct Fleet {
     /// Position in `scenario.accounts` of the first account with each id, for the same
     /// reason: a scan of 5,000 ids per request cost the simulator a fifth of its time.
     account_by_id: HashMap<String, usize>,
+    /// When the scenario was loaded: every change's `after` counts from here, on the
+    /// monotonic clock so that a wall-clock step cannot fire or hold back a change.
+    loaded_at: Instant,
+    /// The same moment on the wall clock, from which scheduled images' fixed created time
+    /// is counted back.
+    loaded_wall: SystemTime,
 }
 
 #[derive(Debug)]
@@ -153,7 +160,8 @@ impl Simulator {
         format!("http://{}", self.addr)
     }
 
-    /// Replaces the whole scenario; fault budgets start afresh.
+    /// Replaces the whole scenario; fault budgets start afresh, and so does the clock of
+    /// its image changes.
     pub fn set_scenario(&self, scenario: Scenario) -> Result<(), ScenarioError> {
         let scenario = scenario.expanded()?;
         *lock(&self.shared.fleet) = Fleet::new(scenario);
@@ -161,11 +169,24 @@ impl Simulator {
     }
 
     /// Changes the scenario in place (faults keep their used-up budgets where they stay).
+    /// It is the same scenario, so its load time stays: image changes added here count from
+    /// it, like those in a file, and those already there keep their times. Changes are
+    /// sorted again but not checked.
     pub fn update(&self, change: impl FnOnce(&mut Scenario)) {
         let mut fleet = lock(&self.shared.fleet);
         change(&mut fleet.scenario);
+        fleet.scenario.sort_changes();
         fleet.reset_budgets();
         fleet.index();
+    }
+
+    /// Schedules a change of every image with id `image_id`, its `after` counted from now.
+    /// An image whose created time followed the clock (`age` and no changes yet) keeps the
+    /// created time it has now.
+    pub fn schedule(&self, image_id: &str, change: ImageChange) -> Result<(), ScenarioError> {
+        lock(&self.shared.fleet)
+            .schedule(image_id, change)
+            .map(|_| ())
     }
 
     /// Adds a fault at the end of the list.
@@ -240,9 +261,69 @@ impl Fleet {
             fault_budget,
             images_by_account: HashMap::new(),
             account_by_id: HashMap::new(),
+            loaded_at: Instant::now(),
+            loaded_wall: SystemTime::now(),
         };
         fleet.index();
         fleet
+    }
+
+    /// How long ago the scenario was loaded: the time scale of every `after`.
+    fn elapsed(&self) -> Duration {
+        self.loaded_at.elapsed()
+    }
+
+    /// Adds `change`, its `after` counted from now, to every image with id `image_id`, or to
+    /// none if it does not fit one of them. Returns the change as stored, counted from load.
+    fn schedule(
+        &mut self,
+        image_id: &str,
+        change: ImageChange,
+    ) -> Result<ImageChange, ScenarioError> {
+        let elapsed = self.elapsed();
+        let after = elapsed.checked_add(change.after).ok_or_else(|| {
+            ScenarioError::Invalid(format!(
+                "the change of image {image_id} comes too late to count"
+            ))
+        })?;
+        let change = ImageChange { after, ..change };
+        let mut schedules = Vec::new();
+        for (at, image) in self.scenario.images.iter().enumerate() {
+            if image.id != image_id {
+                continue;
+            }
+            let mut changes = image.changes.clone();
+            // After any change already due at the same time, as a file's order would put it.
+            changes.insert(
+                changes.partition_point(|c| c.after <= after),
+                change.clone(),
+            );
+            let zones = self
+                .account(&image.account)
+                .map(|a| a.zones.as_slice())
+                .unwrap_or(&[]);
+            scenario::check_changes(image, &changes, zones)?;
+            schedules.push((at, changes));
+        }
+        if schedules.is_empty() {
+            return Err(ScenarioError::UnknownImage(image_id.into()));
+        }
+        let now = SystemTime::now();
+        for (at, changes) in schedules {
+            let Some(image) = self.scenario.images.get_mut(at) else {
+                continue;
+            };
+            // A scheduled image's created time counts from load; one that followed the
+            // clock until now is pinned where it stands instead of jumping back.
+            if image.changes.is_empty() {
+                if let Some(created) = image.created_at(self.loaded_wall, now) {
+                    image.created = timestamp::format_api(created);
+                    image.age = None;
+                }
+            }
+            image.changes = changes;
+        }
+        Ok(change)
     }
 
     fn index(&mut self) {

@@ -16,7 +16,8 @@ USAGE:
   flexcloud-sim --scenario FILE --print-scenario  print the scenario with its generated fleet expanded
   flexcloud-sim --help
 
-Run-time control: PUT/GET /-/sim/scenario, POST/DELETE /-/sim/faults, GET/DELETE /-/sim/requests.
+Run-time control: PUT/GET /-/sim/scenario, POST /-/sim/images/ID/changes,
+POST/DELETE /-/sim/faults, GET/DELETE /-/sim/requests.
 SIGTERM or SIGINT stops it. Exit codes: 0 ok, 1 failure at run time, 2 bad usage or scenario.
 ";
 

@@ -1,8 +1,8 @@
 //! The scenario: users, accounts, images and behaviour knobs that drive the simulator.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,6 +21,9 @@ pub enum ScenarioError {
     Parse(#[from] serde_json::Error),
     #[error("scenario is inconsistent: {0}")]
     Invalid(String),
+    /// A run-time change named an image the scenario does not have.
+    #[error("no image {0} in the scenario")]
+    UnknownImage(String),
 }
 
 /// Everything the simulator serves. Files use this JSON shape; tests use the builder
@@ -129,8 +132,10 @@ pub struct Image {
     /// A fixed creation time in the API's format; ignored when `age` is set.
     #[serde(default = "default_created")]
     pub created: String,
-    /// Age at the moment of each request, so "stuck in SAVING for 3 hours" stays true
-    /// however long the simulator runs.
+    /// Without `changes`: age at the moment of each request, so "stuck in SAVING for 3
+    /// hours" stays true however long the simulator runs. With `changes`: age when the
+    /// scenario was loaded, so the created time is fixed at load time less `age`, as an image
+    /// being saved keeps its creation time while it turns ACTIVE.
     #[serde(
         default,
         with = "humantime_serde",
@@ -145,10 +150,147 @@ pub struct Image {
     /// Extra fields merged into every answer, to prove clients ignore unknown fields.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// What happens to the image over time; sorted by `after` (stably) when loaded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<ImageChange>,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// A scheduled change of an image: once `after` has passed since the scenario was loaded
+/// (simulator start, `set_scenario` or the admin PUT), answers show the image with it
+/// applied, on top of every earlier change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageChange {
+    #[serde(with = "humantime_serde")]
+    pub after: Duration,
+    /// The new status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The new zones, replacing the old ones; each must be a zone of the image's account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zones: Option<Vec<String>>,
+    /// The image is gone: no listing shows it and asking for it by id is a 404. Final: no
+    /// change may follow it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub vanish: bool,
+}
+
+impl ImageChange {
+    /// The status becomes `status` once `after` has passed.
+    pub fn status(after: Duration, status: &str) -> Self {
+        ImageChange {
+            after,
+            status: Some(status.into()),
+            zones: None,
+            vanish: false,
+        }
+    }
+
+    /// The image moves to `zones` once `after` has passed.
+    pub fn zones(after: Duration, zones: &[&str]) -> Self {
+        ImageChange {
+            after,
+            status: None,
+            zones: Some(zones.iter().map(|z| z.to_string()).collect()),
+            vanish: false,
+        }
+    }
+
+    /// The image is gone once `after` has passed.
+    pub fn vanish(after: Duration) -> Self {
+        ImageChange {
+            after,
+            status: None,
+            zones: None,
+            vanish: true,
+        }
+    }
+}
+
+/// An image as one answer shows it: its changes so far applied.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ImageState<'a> {
+    pub(crate) status: &'a str,
+    pub(crate) zones: &'a [String],
+}
+
+impl Image {
+    /// The image `elapsed` after the scenario was loaded, or `None` once it has vanished.
+    /// Relies on `changes` being sorted by `after`, as loading leaves them.
+    pub(crate) fn state_at(&self, elapsed: Duration) -> Option<ImageState<'_>> {
+        let mut state = ImageState {
+            status: &self.status,
+            zones: &self.zones,
+        };
+        for change in self.changes.iter().take_while(|c| c.after <= elapsed) {
+            if change.vanish {
+                return None;
+            }
+            if let Some(status) = &change.status {
+                state.status = status;
+            }
+            if let Some(zones) = &change.zones {
+                state.zones = zones;
+            }
+        }
+        Some(state)
+    }
+
+    /// The creation time an answer at `now` shows when it follows `age`; `None` when it is
+    /// the fixed `created`. A scheduled image counts from `loaded` so that it keeps one
+    /// creation time across its changes.
+    pub(crate) fn created_at(&self, loaded: SystemTime, now: SystemTime) -> Option<SystemTime> {
+        let age = self.age?;
+        let base = if self.changes.is_empty() { now } else { loaded };
+        Some(base.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH))
+    }
+
+    /// Adds a scheduled change, for `image_with`'s refinement.
+    pub fn change(mut self, change: ImageChange) -> Self {
+        self.changes.push(change);
+        self
+    }
+}
+
+/// Checks one image's schedule, sorted by `after`, against the zones of its account: each
+/// change changes something, moves the image only to zones its account has, and none
+/// follows a vanish, which would never be seen.
+pub(crate) fn check_changes(
+    image: &Image,
+    changes: &[ImageChange],
+    account_zones: &[Zone],
+) -> Result<(), ScenarioError> {
+    let mut vanished = false;
+    for change in changes {
+        let problem = if vanished {
+            Some("comes after the image vanished".to_string())
+        } else if change.status.is_none() && change.zones.is_none() && !change.vanish {
+            Some("sets none of status, zones or vanish".to_string())
+        } else if change.status.as_deref() == Some("") {
+            Some("sets an empty status".to_string())
+        } else {
+            change.zones.iter().flatten().find_map(|zone| {
+                (!account_zones.iter().any(|z| &z.zone == zone)).then(|| {
+                    format!(
+                        "moves it to {zone}, not a zone of account {}",
+                        image.account
+                    )
+                })
+            })
+        };
+        if let Some(problem) = problem {
+            return Err(ScenarioError::Invalid(format!(
+                "the change of image {} after {:?} {problem}",
+                image.id, change.after
+            )));
+        }
+        vanished |= change.vanish;
+    }
+    Ok(())
 }
 
 /// The API's request quota, as a gateway in front of it enforces one: over any rolling
@@ -284,7 +426,7 @@ impl Scenario {
     }
 
     /// The scenario with its `generate` section turned into accounts, images and a user,
-    /// checked for consistency.
+    /// its image changes sorted by `after`, checked for consistency.
     pub fn expanded(mut self) -> Result<Self, ScenarioError> {
         if let Some(spec) = self.generate.take() {
             let fleet = generate_fleet(&spec);
@@ -292,14 +434,23 @@ impl Scenario {
             self.accounts.extend(fleet.accounts);
             self.images.extend(fleet.images);
         }
+        self.sort_changes();
         self.validate()?;
         Ok(self)
     }
 
+    /// Puts every image's changes in the order they take effect; equal times keep the order
+    /// they were given in.
+    pub(crate) fn sort_changes(&mut self) {
+        for image in &mut self.images {
+            image.changes.sort_by_key(|c| c.after);
+        }
+    }
+
     fn validate(&self) -> Result<(), ScenarioError> {
-        let mut ids = BTreeSet::new();
+        let mut accounts = BTreeMap::new();
         for account in &self.accounts {
-            if !ids.insert(account.id.as_str()) {
+            if accounts.insert(account.id.as_str(), account).is_some() {
                 return Err(ScenarioError::Invalid(format!(
                     "account {} is listed twice",
                     account.id
@@ -307,12 +458,13 @@ impl Scenario {
             }
         }
         for image in &self.images {
-            if !ids.contains(image.account.as_str()) {
+            let Some(account) = accounts.get(image.account.as_str()) else {
                 return Err(ScenarioError::Invalid(format!(
                     "image {} belongs to unknown account {}",
                     image.id, image.account
                 )));
-            }
+            };
+            check_changes(image, &image.changes, &account.zones)?;
         }
         for fault in &self.faults {
             if let FaultAction::Status { status, .. } = fault.action {
@@ -387,6 +539,7 @@ impl Scenario {
             zones: zones.iter().map(|z| z.to_string()).collect(),
             legacy: false,
             extra: serde_json::Map::new(),
+            changes: Vec::new(),
         };
         self.images.push(refine(image));
         self
@@ -410,6 +563,28 @@ impl Scenario {
     /// Adds a fault.
     pub fn fault(mut self, fault: Fault) -> Self {
         self.faults.push(fault);
+        self
+    }
+
+    /// Schedules a change of every image with id `image_id`, counted from load like the
+    /// changes in a file. Checked when the scenario is loaded.
+    ///
+    /// # Panics
+    /// If no image with that id has been added yet: a test that names the wrong image
+    /// should stop there, not run against an unchanged fleet.
+    pub fn change(mut self, image_id: &str, change: ImageChange) -> Self {
+        let mut images = self
+            .images
+            .iter_mut()
+            .filter(|i| i.id == image_id)
+            .peekable();
+        assert!(
+            images.peek().is_some(),
+            "Scenario::change: no image {image_id} has been added"
+        );
+        for image in images {
+            image.changes.push(change.clone());
+        }
         self
     }
 }
@@ -535,6 +710,7 @@ fn generate_fleet(spec: &FleetSpec) -> Fleet {
                     zones: vec![zone.zone.clone()],
                     legacy: false,
                     extra: serde_json::Map::new(),
+                    changes: Vec::new(),
                 });
             }
         }
@@ -625,6 +801,120 @@ mod tests {
             Scenario::from_json(dangling),
             Err(ScenarioError::Invalid(_))
         ));
+    }
+
+    fn scheduled() -> Scenario {
+        Scenario::default()
+            .account("a", &["Z1", "Z2"])
+            .image("a", "1", "SAVING", "SERVER", &["Z1"])
+    }
+
+    #[test]
+    fn changes_apply_in_order_of_after_once_due() {
+        let s = scheduled()
+            .change("1", ImageChange::vanish(Duration::from_secs(30)))
+            .change("1", ImageChange::zones(Duration::from_secs(20), &["Z2"]))
+            .change("1", ImageChange::status(Duration::from_secs(10), "ACTIVE"))
+            .change("1", ImageChange::status(Duration::from_secs(20), "DELETED"))
+            .expanded()
+            .unwrap();
+        let image = &s.images[0];
+        let afters: Vec<u64> = image.changes.iter().map(|c| c.after.as_secs()).collect();
+        assert_eq!(afters, [10, 20, 20, 30]);
+        let at = |secs| image.state_at(Duration::from_secs(secs));
+        let state = |status, zones: &[&str]| {
+            let zones: Vec<String> = zones.iter().map(|z| z.to_string()).collect();
+            (status, zones)
+        };
+        let seen = |secs| at(secs).map(|st| (st.status, st.zones.to_vec()));
+        assert_eq!(seen(9), Some(state("SAVING", &["Z1"])));
+        assert_eq!(seen(10), Some(state("ACTIVE", &["Z1"])));
+        assert_eq!(seen(29), Some(state("DELETED", &["Z2"])));
+        assert_eq!(at(30), None);
+        assert_eq!(at(3600), None);
+    }
+
+    #[test]
+    fn a_scheduled_aged_image_keeps_one_created_time() {
+        let loaded = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let later = loaded + Duration::from_secs(600);
+        let age = Duration::from_secs(240);
+        let plain = scheduled().images.remove(0);
+        let aged = Image {
+            age: Some(age),
+            ..plain.clone()
+        };
+        assert_eq!(plain.created_at(loaded, later), None);
+        assert_eq!(aged.created_at(loaded, later), Some(later - age));
+        let saving = aged.change(ImageChange::status(Duration::from_secs(40), "ACTIVE"));
+        assert_eq!(saving.created_at(loaded, later), Some(loaded - age));
+        assert_eq!(saving.created_at(loaded, loaded), Some(loaded - age));
+    }
+
+    #[test]
+    fn image_changes_round_trip_through_json() {
+        let text = r#"{"accounts": [{"id": "a", "zones": ["Z1", "Z2"]}],
+            "images": [{"id": "1", "name": "app-02-release", "account": "a", "status": "SAVING",
+                        "type": "SERVER", "age": "4m", "zones": ["Z1"],
+                        "changes": [{"after": "1m", "vanish": true},
+                                    {"after": "200ms", "status": "ACTIVE", "zones": ["Z2"]}]}]}"#;
+        let s = Scenario::from_json(text).unwrap();
+        assert_eq!(
+            s.images[0].changes,
+            [
+                ImageChange {
+                    zones: Some(vec!["Z2".into()]),
+                    ..ImageChange::status(Duration::from_millis(200), "ACTIVE")
+                },
+                ImageChange::vanish(Duration::from_secs(60)),
+            ]
+        );
+        let again = Scenario::from_json(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(again, s);
+        // Images without changes are written as before.
+        let plain = serde_json::to_value(&scheduled().images[0]).unwrap();
+        assert!(plain.get("changes").is_none());
+    }
+
+    #[test]
+    fn invalid_changes_are_rejected() {
+        let cases = [
+            (r#"{"after": "1s"}"#, "sets none of status, zones or vanish"),
+            (r#"{"after": "1s", "vanish": false}"#, "sets none"),
+            (r#"{"after": "1s", "status": ""}"#, "sets an empty status"),
+            (
+                r#"{"after": "1s", "zones": ["Z1", "Z9"]}"#,
+                "moves it to Z9, not a zone of account a",
+            ),
+            (
+                r#"{"after": "1s", "vanish": true}, {"after": "2s", "status": "ACTIVE"}"#,
+                "after 2s comes after the image vanished",
+            ),
+        ];
+        for (changes, message) in cases {
+            let text = format!(
+                r#"{{"accounts": [{{"id": "a", "zones": ["Z1"]}}],
+                    "images": [{{"id": "1", "name": "n", "account": "a", "status": "ACTIVE",
+                                "type": "BASE", "changes": [{changes}]}}]}}"#
+            );
+            match Scenario::from_json(&text) {
+                Err(ScenarioError::Invalid(e)) => assert!(e.contains(message), "{changes}: {e}"),
+                other => panic!("{changes}: {other:?}"),
+            }
+        }
+        for bad in [
+            r#"{"after": "1s", "status": "ACTIVE", "colour": "red"}"#,
+            r#"{"status": "ACTIVE"}"#,
+            r#"{"after": "soon", "status": "ACTIVE"}"#,
+        ] {
+            assert!(serde_json::from_str::<ImageChange>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "no image 9 has been added")]
+    fn a_change_of_an_image_not_added_stops_the_test() {
+        let _ = scheduled().change("9", ImageChange::vanish(Duration::ZERO));
     }
 
     #[test]
