@@ -1,6 +1,6 @@
 //! Images followed across cycles against the simulator: the collector's cycles run one by
-//! one, the scenario changes in between, and the lifecycle counters, histogram and gauges
-//! are read from the published exposition with exact values.
+//! one, the scenario changes in between (or on the simulator's schedule), and the lifecycle
+//! counters, histogram and gauges are read from the published exposition with exact values.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::{Harness, Metrics, PASSWORD, USER};
-use flexcloud_sim::{Fault, FaultAction, Scenario};
+use flexcloud_sim::{Fault, FaultAction, ImageChange, Scenario};
 
 const TRANSITIONS: &str = "flexcloud_image_transitions_total";
 const APPEARED: &str = "flexcloud_images_appeared_total";
@@ -307,5 +307,77 @@ async fn an_account_discovered_later_sets_its_own_baseline() {
     assert_eq!(per_account(&m, TRACKED, "later"), 2.0);
     assert_eq!(per_account(&m, APPEARED, "acme"), 1.0);
     assert!(transitions(&m).is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn scheduled_changes_are_counted_once_seen_and_a_save_is_timed_within_one_interval() {
+    // Changes 3 s after the scenario loads, so the baseline cycle surely comes first.
+    let after = Duration::from_secs(3);
+    let scenario = Scenario::default()
+        .user(USER, PASSWORD, &["*"])
+        .account("acme", &["Z1", "Z2"])
+        .image_with("acme", "save", "SAVING", "SERVER", &["Z1"], |i| {
+            let mut i = i.change(ImageChange::status(after, "ACTIVE"));
+            i.age = Some(Duration::from_secs(240));
+            i
+        })
+        .image_with("acme", "move", "ACTIVE", "BASE", &["Z1"], |i| {
+            i.change(ImageChange::zones(after, &["Z2"]))
+        })
+        .image_with("acme", "delete", "ACTIVE", "SERVER", &["Z2"], |i| {
+            i.change(ImageChange::status(after, "DELETED"))
+        })
+        .image_with("acme", "vanish", "ACTIVE", "SERVER", &["Z2"], |i| {
+            i.change(ImageChange::vanish(after))
+        });
+    let before_load = SystemTime::now();
+    let mut h = Harness::start(scenario, &[]).await;
+    let first = h.cycle().await;
+    assert!(
+        SystemTime::now() < before_load + after,
+        "the baseline cycle took too long to come before the changes"
+    );
+    assert!(transitions(&first).is_empty());
+    assert_eq!(per_account(&first, TRACKED, "acme"), 4.0);
+
+    // Cycles a quarter of a second apart until one sees the changes.
+    let mut previous_end = SystemTime::now();
+    let (m, seen_at) = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let m = h.cycle().await;
+        let end = SystemTime::now();
+        if !transitions(&m).is_empty() {
+            break (m, end);
+        }
+        assert!(
+            end < before_load + after + Duration::from_secs(30),
+            "no change seen"
+        );
+        previous_end = end;
+    };
+    assert!(previous_end < seen_at);
+    assert_eq!(transitions(&m).len(), 2, "{}", m.text);
+    assert_eq!(transition(&m, "acme", "SERVER", "SAVING", "ACTIVE"), 1.0);
+    assert_eq!(transition(&m, "acme", "SERVER", "ACTIVE", "DELETED"), 1.0);
+    // The moved image is one image; the vanished one is gone.
+    assert_eq!(per_account(&m, APPEARED, "acme"), 0.0);
+    assert_eq!(per_account(&m, DISAPPEARED, "acme"), 1.0);
+    assert_eq!(per_account(&m, TRACKED, "acme"), 3.0);
+
+    // The truth is 240 s of age at load plus 3 s to the switch; the end was seen by the
+    // first cycle after it, at most one interval (that cycle's start and run) late.
+    let server = [("image_type", "SERVER")];
+    assert_eq!(m.value(&format!("{SAVES}_count"), &server), 1.0);
+    let observed = m.value(&format!("{SAVES}_sum"), &server);
+    let truth = 243.0;
+    let late = seen_at
+        .duration_since(before_load + after)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        observed >= truth - 1.0 && observed <= truth + late + 1.0,
+        "save of {observed} s, truth {truth} s, seen at most {late} s late"
+    );
     h.stop().await;
 }
