@@ -381,3 +381,43 @@ async fn scheduled_changes_are_counted_once_seen_and_a_save_is_timed_within_one_
     );
     h.stop().await;
 }
+
+/// The demo (`--demo`, the binary with its built-in simulated fleet) completes a save
+/// 40 s after it starts; its 15 s cycles see it by the cycle at 45 s.
+#[tokio::test]
+#[ignore = "needs real time (up to two minutes)"]
+async fn the_demo_shows_a_completed_save_within_two_minutes() {
+    let env = [
+        ("FLEXCLOUD_LISTEN_ADDRESS", "127.0.0.1:0"),
+        ("FLEXCLOUD_LOG_FORMAT", "json"),
+    ];
+    let mut demo = common::Running::start(&env, &["--demo"]);
+    let address = demo.address();
+    let started = std::time::Instant::now();
+    let client = reqwest::Client::new();
+    loop {
+        let text = client
+            .get(format!("http://{address}/metrics"))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body");
+        let m = Metrics::parse(&text);
+        let saves: f64 = m
+            .series(&format!("{SAVES}_count"), &[])
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        if saves >= 1.0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no completed save in the demo after two minutes:\n{}",
+            demo.log()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
