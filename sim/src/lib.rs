@@ -8,7 +8,8 @@
 //! misreading of the reference cannot hide by being made twice in the same function.
 //!
 //! # Layout
-//! - [`scenario`]: the scenario format, its builder and the seeded fleet generator.
+//! - [`scenario`]: the scenario format (scheduled image changes included), its builder and
+//!   the seeded fleet generator.
 //! - `handlers`: the API's endpoints; `paging`: `page`/`pageSize`, 303 and `links`.
 //! - `faults`: fault injection by path and query; `admin`: the `/-/sim/` control endpoints.
 //! - `timestamp`: the API's zone-less timestamps.
@@ -20,8 +21,9 @@ mod paging;
 pub mod scenario;
 mod timestamp;
 
-/// The fleet `flexcloud-exporter --demo` serves: three accounts, six account-zone pairs and
-/// one image stuck in SAVING for over three hours.
+/// The fleet `flexcloud-exporter --demo` serves: three accounts, six account-zone pairs, one
+/// image stuck in SAVING for over three hours, and in the first minute a save that completes,
+/// a deletion that hangs and an image that vanishes.
 pub const DEMO_SCENARIO: &str = include_str!("../scenarios/demo.json");
 
 use std::collections::{HashMap, VecDeque};

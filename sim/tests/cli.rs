@@ -70,6 +70,35 @@ async fn serves_a_scenario_file_and_prints_its_address() {
 }
 
 #[test]
+fn the_readme_scenario_example_loads() {
+    let readme =
+        std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let example = readme
+        .split("```json\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a json block in sim/README.md");
+    let dir = std::env::temp_dir().join(format!("flexcloud-sim-readme-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("example.json");
+    std::fs::write(&file, example).unwrap();
+    let out = Command::new(BIN)
+        .args(["--print-scenario", "--scenario"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scenario: Scenario = serde_json::from_slice(&out.stdout).unwrap();
+    let scheduled = scenario.images.iter().find(|i| i.id == "240").unwrap();
+    assert_eq!(scheduled.changes.len(), 4);
+}
+
+#[test]
 fn a_bad_scenario_or_usage_exits_2_with_one_line() {
     let dir = std::env::temp_dir().join(format!("flexcloud-sim-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -390,3 +390,44 @@ async fn the_admin_scenario_carries_changes_both_ways() {
     assert_eq!(api.image("7").await["status"], "SAVING");
     api.sim.stop().await;
 }
+
+#[test]
+fn the_demo_fleet_completes_a_save_hangs_a_deletion_and_loses_an_image() {
+    let demo = Scenario::from_json(flexcloud_sim::DEMO_SCENARIO).unwrap();
+    let image = |id: &str| demo.images.iter().find(|i| i.id == id).unwrap().clone();
+    // The demo's exporter cycles every 15 s: a save that ends after `after` shows by the
+    // cycle after it, and a first look at the demo should see one within two minutes.
+    let cycle = Duration::from_secs(15);
+    let saved = image("2003");
+    assert_eq!(
+        (saved.status.as_str(), saved.age),
+        ("SAVING", Some(Duration::from_secs(240)))
+    );
+    assert_eq!(
+        saved.changes,
+        [ImageChange::status(Duration::from_secs(40), "ACTIVE")]
+    );
+    assert!(saved.changes[0].after + cycle <= Duration::from_secs(120));
+    let hung = image("2004");
+    assert_eq!(hung.status, "ACTIVE");
+    assert_eq!(
+        hung.changes,
+        [ImageChange::status(Duration::from_secs(20), "DELETED")]
+    );
+    let gone = image("2005");
+    assert_eq!(
+        gone.changes,
+        [
+            ImageChange::status(Duration::from_secs(30), "DELETED"),
+            ImageChange::vanish(Duration::from_secs(60)),
+        ]
+    );
+    // What the demo promised before stays: one image stuck in SAVING for over three hours.
+    let stuck: Vec<_> = demo
+        .images
+        .iter()
+        .filter(|i| i.status == "SAVING" && i.age > Some(Duration::from_secs(3 * 3600)))
+        .map(|i| i.id.as_str())
+        .collect();
+    assert_eq!(stuck, ["2001"]);
+}
