@@ -4,7 +4,13 @@
 //! cargo run --release --example load -- --accounts 500 --zones 4 --latency 50ms \
 //!     --concurrency 64 --cycles 5 --scrapers 64 --seconds 10 [--soak 200] [--no-demo] \
 //!     [--fault-cycles 120] [--no-faults]
+//! cargo run --release --example load -- --tracker-memory --accounts 5000
 //! ```
+//!
+//! `--tracker-memory` measures, in this process and without a server, what the lifecycle
+//! tracker costs per image: the generated fleet's images fed to a tracker as the collector
+//! feeds it (two cycles: the baseline and a steady one), with this process's RSS read
+//! before and after.
 //!
 //! The figures of speed, load and memory live here rather than in the test suite, which
 //! checks behaviour only: the fault phases measure what tests/faults.rs checks without a
@@ -57,6 +63,8 @@ struct Args {
     table_concurrency: Vec<usize>,
     /// Internal: serve this file as the static baseline (see [`serve_static`]).
     static_server: Option<PathBuf>,
+    /// `--tracker-memory`: measure the lifecycle tracker's memory per image only.
+    tracker_memory: bool,
 }
 
 fn parse_args() -> Result<Args, lexopt::Error> {
@@ -78,6 +86,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         table: Vec::new(),
         table_concurrency: vec![64, 256],
         static_server: None,
+        tracker_memory: false,
     };
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
@@ -101,12 +110,13 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("table") => args.table = list(&parser.value()?.string()?)?,
             Long("table-concurrency") => args.table_concurrency = list(&parser.value()?.string()?)?,
             Long("static-server") => args.static_server = Some(parser.value()?.into()),
+            Long("tracker-memory") => args.tracker_memory = true,
             Long("help") => {
                 println!(
                     "load [--accounts N] [--zones N] [--images N] [--latency 50ms] [--concurrency N] \
                      [--cycles N] [--scrapers N] [--seconds N] [--soak CYCLES] [--no-demo] \
                      [--fault-cycles N] [--no-faults] [--exporter PATH] \
-                     [--table 100,500,2000,5000 [--table-concurrency 64,256]]"
+                     [--table 100,500,2000,5000 [--table-concurrency 64,256]] [--tracker-memory]"
                 );
                 std::process::exit(0);
             }
@@ -661,6 +671,10 @@ fn main() {
         tokio::runtime::Runtime::new()
             .unwrap()
             .block_on(serve_static(file));
+        return;
+    }
+    if args.tracker_memory {
+        tracker_memory(&args);
         return;
     }
     let binary = exporter_binary(&args);
@@ -1535,4 +1549,81 @@ fn print_table(args: &Args, rows: &[Row]) {
             );
         }
     }
+}
+
+/// This process's resident memory, in bytes.
+fn own_rss() -> u64 {
+    let status = procfs::process::Process::myself()
+        .expect("/proc/self")
+        .status()
+        .expect("/proc/self/status");
+    status.vmrss.unwrap_or(0) * 1024
+}
+
+/// `--tracker-memory`: the lifecycle tracker's resident memory per tracked image at
+/// `--accounts` generated accounts.
+fn tracker_memory(args: &Args) {
+    use std::collections::BTreeMap;
+
+    use flexcloud_exporter::api::ImageType;
+    use flexcloud_exporter::lifecycle::{
+        MAX_TRACKED_IMAGES, Sighting, Status, TRACKED_IMAGE_BYTES, Tracker, ZoneRead,
+    };
+
+    let scenario = generated(args, args.accounts)
+        .expanded()
+        .expect("the generated fleet loads");
+    // What the probes hand over: each account's zones with their sightings.
+    let mut reads: BTreeMap<&str, BTreeMap<&str, Vec<Sighting>>> = BTreeMap::new();
+    for account in &scenario.accounts {
+        let zones = reads.entry(account.id.as_str()).or_default();
+        for zone in &account.zones {
+            zones.entry(zone.zone.as_str()).or_default();
+        }
+    }
+    for image in &scenario.images {
+        for zone in &image.zones {
+            reads
+                .entry(image.account.as_str())
+                .or_default()
+                .entry(zone.as_str())
+                .or_default()
+                .push(Sighting {
+                    id: Sighting::id_hash(&image.id),
+                    image_type: if image.image_type == "BASE" {
+                        ImageType::Base
+                    } else {
+                        ImageType::Server
+                    },
+                    status: Status::of(Some(&image.status)),
+                    created: 1_790_000_000,
+                });
+        }
+    }
+    let before = own_rss();
+    let mut tracker = Tracker::new(MAX_TRACKED_IMAGES, Duration::from_secs(3600));
+    let now = std::time::SystemTime::now();
+    for _ in 0..2 {
+        for (account, zones) in &reads {
+            let zones: Vec<ZoneRead<'_>> = zones
+                .iter()
+                .map(|(zone, sightings)| (*zone, Some(sightings.as_slice())))
+                .collect();
+            tracker.observe(account, &zones, now);
+        }
+        drop(tracker.finish_cycle(now));
+    }
+    let after = own_rss();
+    let images = tracker.len();
+    let grown = after.saturating_sub(before);
+    println!(
+        "lifecycle tracker: {} accounts, {images} images tracked; RSS {:.1} -> {:.1} MB, +{:.2} MB = {:.1} bytes per image \
+         (state {TRACKED_IMAGE_BYTES} B + key 8 B + the hash table's control bytes and spare room, the account and its zones)",
+        reads.len(),
+        mb(before),
+        mb(after),
+        mb(grown),
+        grown as f64 / images.max(1) as f64,
+    );
+    drop(tracker);
 }

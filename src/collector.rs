@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::{ApiClient, ApiError, Endpoint, ImageType, is_path_segment};
 use crate::config::{Config, Shard};
+use crate::lifecycle::{MAX_TRACKED_IMAGES, Sighting, Tracker, ZoneRead};
 use crate::snapshot::{self, ListCount, Outcome, Snapshot, ZoneState};
 
 /// What the collector needs from the configuration.
@@ -101,6 +102,9 @@ pub struct Collection {
     cycles: u64,
     /// Ids already warned about as unusable, so each is logged once, not every cycle.
     warned_ids: std::sync::Mutex<HashSet<String>>,
+    /// Every image across cycles; fed each account's listings as its probe ends, so a
+    /// cycle never holds every image's sightings at once.
+    tracker: std::sync::Mutex<Tracker>,
 }
 
 /// Unusable ids remembered for the once-only warning; beyond, they are still counted.
@@ -116,10 +120,11 @@ impl Collection {
     pub fn new(client: Arc<ApiClient>, settings: CollectorSettings) -> Self {
         Collection {
             client,
-            settings,
             previous: Arc::new(Snapshot::default()),
             cycles: 0,
             warned_ids: std::sync::Mutex::new(HashSet::new()),
+            tracker: std::sync::Mutex::new(Tracker::new(MAX_TRACKED_IMAGES, settings.stale_after)),
+            settings,
         }
     }
 
@@ -149,6 +154,15 @@ impl Collection {
         let now = SystemTime::now();
         current.completed_at = Some(now);
         snapshot::carry_over(&self.previous, &mut current, now, self.settings.stale_after);
+        {
+            let mut tracker = self.tracker();
+            // Accounts carried through a failed discovery are kept, not forgotten.
+            tracker.keep(
+                current.zones.keys().map(|(account, _)| account.as_str()),
+                now,
+            );
+            current.lifecycle = tracker.finish_cycle(now);
+        }
         log_changes(&self.previous, &current);
         debug!(cycle = current.cycle, duration = ?current.duration, zones = current.zones.len(), "cycle finished");
         let current = Arc::new(current);
@@ -233,12 +247,24 @@ impl Collection {
         // A probe task only ends early by panicking, which would be a bug; the account is
         // then missing from this cycle rather than taking the cycle down.
         let Ok(report) = joined else { return };
+        let now = SystemTime::now();
+        let zones_known = report.zones_discovery.as_ref().is_none_or(|o| o.success);
+        if zones_known {
+            let reads: Vec<ZoneRead<'_>> = report
+                .zones
+                .iter()
+                .map(|(zone, _, sightings)| (zone.as_str(), sightings.as_deref()))
+                .collect();
+            self.tracker().observe(&report.account, &reads, now);
+        } else {
+            self.tracker().keep([report.account.as_str()], now);
+        }
         if let Some(outcome) = report.zones_discovery {
             snapshot
                 .zones_discovery
                 .insert(report.account.clone(), outcome);
         }
-        for (zone, state) in report.zones {
+        for (zone, state, _) in report.zones {
             snapshot.zones.insert((report.account.clone(), zone), state);
         }
         for zone in &report.unusable_zones {
@@ -246,6 +272,13 @@ impl Collection {
         }
         *snapshot.unusable_ids.entry(Endpoint::Zones).or_default() +=
             report.unusable_zones.len() as u64;
+    }
+
+    fn tracker(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        // Plain state, consistent after any panic.
+        self.tracker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Warns about an id that is never requested, once per id.
@@ -299,7 +332,8 @@ impl Probes<'_> {
 struct AccountReport {
     account: String,
     zones_discovery: Option<Outcome>,
-    zones: Vec<(String, ZoneState)>,
+    /// Each zone's state, with its images for the tracker when the probe succeeded.
+    zones: Vec<(String, ZoneState, Option<Vec<Sighting>>)>,
     /// Zone ids of the list that cannot be asked for (empty): left out.
     unusable_zones: Vec<String>,
 }
@@ -330,42 +364,55 @@ async fn probe_account(
         .map(|zone| probe_zone(&client, &account, zone, deadline));
     let states = futures_util::future::join_all(probes).await;
     AccountReport {
-        zones: zones.into_iter().zip(states).collect(),
+        zones: zones
+            .into_iter()
+            .zip(states)
+            .map(|(zone, (state, sightings))| (zone, state, sightings))
+            .collect(),
         account,
         zones_discovery,
         unusable_zones,
     }
 }
 
-/// Both image types of one account and zone; the probe succeeds only if both do.
-async fn probe_zone(client: &ApiClient, account: &str, zone: &str, deadline: Instant) -> ZoneState {
+/// Both image types of one account and zone; the probe succeeds only if both do. The
+/// images come along for the tracker when it does.
+async fn probe_zone(
+    client: &ApiClient,
+    account: &str,
+    zone: &str,
+    deadline: Instant,
+) -> (ZoneState, Option<Vec<Sighting>>) {
     let started = Instant::now();
     let fetch = |image_type: ImageType| async move {
         let mut list = ListCount::new(image_type);
         client
             .list_images(account, zone, image_type, |entry| list.add(entry))
             .await
-            .map(|()| list.finish())
+            .map(|()| list.finish_with_sightings())
     };
     let both = async {
         let (base, server) = tokio::join!(fetch(ImageType::Base), fetch(ImageType::Server));
         match (base, server) {
-            (Ok(mut base), Ok(server)) => {
+            (Ok((mut base, mut seen)), Ok((server, server_seen))) => {
                 base.merge(server);
-                Ok(base)
+                seen.extend(server_seen);
+                Ok((base, seen))
             }
             (Err(e), _) | (_, Err(e)) => Err(e),
         }
     };
     let result = by_deadline(deadline, both).await;
-    let (outcome, inventory) = outcome_of(result, started);
+    let (outcome, read) = outcome_of(result, started);
     let success = outcome.success;
-    ZoneState {
+    let (inventory, sightings) = read.unzip();
+    let state = ZoneState {
         probe: Some(outcome),
         inventory: inventory.map(Arc::new),
         held_saving: None,
         last_success: success.then(SystemTime::now),
-    }
+    };
+    (state, sightings)
 }
 
 /// `step`'s result, or [`ApiError::Deadline`] once the cycle's deadline has passed: the

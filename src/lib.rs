@@ -17,7 +17,8 @@
 //! 2. [`api`]: the FlexCloud client (HTTP, paging, retries, typed models, errors), the
 //!    credential gate, and the request observer trait.
 //! 3. [`snapshot`]: our typed view of one cycle, built by pure functions from API answers;
-//!    the stale-data rule.
+//!    the stale-data rule. [`lifecycle`]: images followed across cycles (transitions,
+//!    saves, deletions, disappearances), the tracker's state and its rules, without I/O.
 //! 4. [`collector`]: the cycle: discovery, probes, concurrency, schedule, shutdown. The
 //!    house style lists it before the snapshot, in the order data flows; in the imports it
 //!    builds snapshots, so it sits above them, and the snapshot stays free of I/O.
@@ -31,6 +32,7 @@ pub mod api;
 pub mod collector;
 pub mod config;
 pub mod landing;
+pub mod lifecycle;
 pub mod metrics;
 pub mod reload;
 pub mod server;

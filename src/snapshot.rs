@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::api::model::{ImageEntry, ImageProblem};
 use crate::api::{ApiError, CredentialState, Endpoint, ErrorKind, ImageType};
+use crate::lifecycle::{Lifecycle, Sighting, Status};
 use crate::timestamp;
 
 /// The statuses the API documents; every one is exported for every type, 0 when none.
@@ -108,8 +109,9 @@ impl Inventory {
         unknown_seen >= MAX_UNKNOWN_STATUSES
     }
 
-    /// Counts one image found with the `type` filter `image_type`.
-    pub fn record(&mut self, image_type: ImageType, image: &ImageEntry<'_>) {
+    /// Counts one image found with the `type` filter `image_type`; returns its creation
+    /// time when it could be read (Unix seconds).
+    pub fn record(&mut self, image_type: ImageType, image: &ImageEntry<'_>) -> Option<f64> {
         let mut status = status_label(image.status.as_deref());
         // Only a status not counted yet can hit the cap, so the common case skips the scan.
         if self.over_status_cap(&status) {
@@ -122,8 +124,8 @@ impl Inventory {
             }
             parsed
         });
+        let created = created.flatten();
         if status == "SAVING" {
-            let created = created.flatten();
             self.saving.push(SavingImage {
                 image_type,
                 id: bounded(image.id.as_deref().unwrap_or("")),
@@ -132,6 +134,7 @@ impl Inventory {
             });
         }
         self.add(image_type, status, 1);
+        created
     }
 
     /// Adds `n` to the count of `image_type` and `status`, keeping the order.
@@ -203,13 +206,15 @@ impl Inventory {
 }
 
 /// One list (an account, zone and type) counted into an inventory: each image id once, odd
-/// entries noted by why.
+/// entries noted by why; and each image with an id as a [`Sighting`] for the lifecycle
+/// tracker (16 bytes an image, handed over when the account's probe ends).
 #[derive(Debug)]
 pub struct ListCount {
     image_type: ImageType,
     inventory: Inventory,
     /// 64-bit hashes of the ids seen, so the check allocates nothing per image.
     seen: std::collections::HashSet<u64>,
+    sightings: Vec<Sighting>,
 }
 
 impl ListCount {
@@ -218,6 +223,7 @@ impl ListCount {
             image_type,
             inventory: Inventory::default(),
             seen: std::collections::HashSet::new(),
+            sightings: Vec::new(),
         }
     }
 
@@ -227,19 +233,30 @@ impl ListCount {
             Ok(image) => image,
             Err(problem) => return self.inventory.note(problem),
         };
-        if let Some(id) = image.id.as_deref() {
-            use std::hash::Hasher;
-            let mut hasher = fnv::FnvHasher::default();
-            hasher.write(id.as_bytes());
-            if !self.seen.insert(hasher.finish()) {
+        let id = image.id.as_deref().map(Sighting::id_hash);
+        if let Some(id) = id {
+            if !self.seen.insert(id) {
                 return self.inventory.note(ImageProblem::Duplicate);
             }
         }
-        self.inventory.record(self.image_type, image);
+        let created = self.inventory.record(self.image_type, image);
+        if let Some(id) = id {
+            self.sightings.push(Sighting {
+                id,
+                image_type: self.image_type,
+                status: Status::of(image.status.as_deref()),
+                created: created.map_or(0, |c| c.clamp(0.0, f64::from(u32::MAX)) as u32),
+            });
+        }
     }
 
     pub fn finish(self) -> Inventory {
         self.inventory
+    }
+
+    /// The inventory, and the images with an id as the tracker takes them.
+    pub fn finish_with_sightings(self) -> (Inventory, Vec<Sighting>) {
+        (self.inventory, self.sightings)
     }
 }
 
@@ -339,6 +356,8 @@ pub struct Snapshot {
     /// `GET .../zone` per account, when zones are discovered.
     pub zones_discovery: BTreeMap<String, Outcome>,
     pub zones: BTreeMap<(String, String), ZoneState>,
+    /// What the lifecycle tracker learned in this cycle, and its state for the gauges.
+    pub lifecycle: Lifecycle,
 }
 
 impl Snapshot {

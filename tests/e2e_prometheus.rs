@@ -4,15 +4,20 @@
 //! `tests/fixtures/e2e/scenario.json`; the exporter binary watches four accounts through it
 //! (FLEXCLOUD_ACCOUNTS):
 //! - `acme1234`: healthy, two zones, image 102 stuck in SAVING for 3h (in one zone, so one
-//!   alert), image 103 SAVING for 5 minutes only, one ACTIVE and one DELETED image;
+//!   alert), image 103 SAVING for 5 minutes only, one ACTIVE and one DELETED image (104);
 //! - `flaky7890`: zone discovery works, every image listing answers 503;
 //! - `other3456`: exists, but the exporter's user may not read it (403);
 //! - `ghost0000`: unknown to the API (404).
 //!
 //! Prometheus scrapes the exporter every second and evaluates a copy of the rules with every
-//! `for` set to 0s. The test asserts that every dashboard query returns data and that the
-//! alerts fire with the right labels; then it changes the user's password in the simulator
-//! and asserts that the credentials alert fires.
+//! `for` set to 0s, and with FlexcloudImageStuckDeleting's 6 hours cut to 5 seconds: its age
+//! counts from the exporter's first sight of the DELETED image, which no scenario can move
+//! back, so only the threshold can make it fire within the test. The other thresholds are
+//! the real ones. Once the exporter has its baseline, image 103 finishes saving (a
+//! transition and a save for the lifecycle panels). The test asserts that every dashboard
+//! query returns data and that the alerts fire with the right labels; then three of
+//! acme1234's four images vanish (FlexcloudImagesMassDisappeared), and last it changes the
+//! user's password in the simulator and asserts that the credentials alert fires.
 //!
 //! Every listener binds port 0 and is found where it says it listens (tests/common/e2e.rs).
 //!
@@ -31,7 +36,8 @@ mod dashboards;
 mod e2e;
 use e2e::{
     JOB, Running, exporter_address, firing, firing_with, instant_query, listening_address, repo,
-    scratch_dir, start_exporter, start_prometheus, start_simulator, toolkit_address, wait_ready,
+    scratch_dir, start_exporter, start_prometheus_with, start_simulator, toolkit_address,
+    wait_ready,
 };
 
 const SCENARIO: &str = "tests/fixtures/e2e/scenario.json";
@@ -70,7 +76,15 @@ fn dashboards_and_alerts_work_against_a_real_prometheus() {
     let exporter_addr = listening_address(&mut exporter, exporter_address);
     wait_ready("the exporter", exporter_addr, &mut [&mut exporter]);
 
-    let mut prometheus = start_prometheus(&dir, exporter_addr, "");
+    let mut prometheus = start_prometheus_with(
+        &dir,
+        exporter_addr,
+        "",
+        &[(
+            "flexcloud_images_deleted_oldest_seen_age_seconds > 21600",
+            "flexcloud_images_deleted_oldest_seen_age_seconds > 5",
+        )],
+    );
     let prom = listening_address(&mut prometheus, toolkit_address);
     let mut all = [&mut exporter, &mut prometheus];
     wait_ready("Prometheus", prom, &mut all);
@@ -78,6 +92,36 @@ fn dashboards_and_alerts_work_against_a_real_prometheus() {
         let up = instant_query(prom, &format!("up{{job=\"{JOB}\"}} == 1"))?;
         if up.is_empty() {
             Err("up is not 1 yet".into())
+        } else {
+            Ok(())
+        }
+    });
+
+    // A save completes after the exporter's first cycle set the baseline: a transition, and
+    // an observation in the save histogram.
+    wait_for("the exporter to track acme1234's images", &mut all, || {
+        let tracked = instant_query(
+            prom,
+            "flexcloud_images_tracked{account_id=\"acme1234\"} == 4",
+        )?;
+        if tracked.is_empty() {
+            Err("not 4 images tracked yet".into())
+        } else {
+            Ok(())
+        }
+    });
+    api.sim.update(|s| {
+        for image in s.images.iter_mut().filter(|i| i.id == "103") {
+            image.status = "ACTIVE".into();
+        }
+    });
+    wait_for("the save of image 103 to be seen", &mut all, || {
+        let saves = instant_query(
+            prom,
+            "flexcloud_image_save_duration_seconds_count{image_type=\"SERVER\"} == 1",
+        )?;
+        if saves.is_empty() {
+            Err("no completed save yet".into())
         } else {
             Ok(())
         }
@@ -187,8 +231,41 @@ fn dashboards_and_alerts_work_against_a_real_prometheus() {
     let summary = probe["annotations"]["summary"].as_str().unwrap_or_default();
     assert!(summary.ends_with("failing: HTTP 503"), "{summary}");
 
+    // The DELETED image 104 (lowered threshold, see above), named by account, zone and type.
+    let deleting = wait_for("FlexcloudImageStuckDeleting for acme1234", &mut all, || {
+        firing_with(
+            prom,
+            "FlexcloudImageStuckDeleting",
+            &[
+                ("job", JOB),
+                ("severity", "warning"),
+                ("account_id", "acme1234"),
+                ("zone_id", "USOTE-2012-DALLAS"),
+                ("image_type", "BASE"),
+            ],
+        )
+    });
+    let summary = deleting["annotations"]["summary"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        summary.contains("acme1234")
+            && summary.contains("USOTE-2012-DALLAS")
+            && summary.contains("BASE image has been DELETED for"),
+        "{summary}"
+    );
+    let deleting_alerts =
+        firing(prom, "FlexcloudImageStuckDeleting").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        deleting_alerts.len(),
+        1,
+        "only 104 is DELETED: {deleting_alerts:?}"
+    );
+
     // Healthy parts stay quiet.
     for quiet in [
+        "FlexcloudImagesMassDisappeared",
+        "FlexcloudImageSavesSlow",
         "FlexcloudExporterDown",
         "FlexcloudExporterAbsent",
         "FlexcloudApiCredentialsRejected",
@@ -204,6 +281,44 @@ fn dashboards_and_alerts_work_against_a_real_prometheus() {
             .iter()
             .all(|a| a["labels"]["account_id"] != "acme1234"),
         "acme1234 probes succeed: {acme_probe:?}"
+    );
+
+    // Three of acme1234's four images vanish at once (all but the stuck 102).
+    api.sim.update(|s| {
+        s.images
+            .retain(|i| !["101", "103", "104"].contains(&i.id.as_str()))
+    });
+    let vanished = wait_for(
+        "FlexcloudImagesMassDisappeared for acme1234",
+        &mut all,
+        || {
+            firing_with(
+                prom,
+                "FlexcloudImagesMassDisappeared",
+                &[
+                    ("job", JOB),
+                    ("severity", "critical"),
+                    ("account_id", "acme1234"),
+                ],
+            )
+        },
+    );
+    let summary = vanished["annotations"]["summary"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        summary.contains("of FlexCloud account acme1234 disappeared within 10 minutes"),
+        "{summary}"
+    );
+    let description = vanished["annotations"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(description.contains("of the 4 it tracked"), "{description}");
+    let mass = firing(prom, "FlexcloudImagesMassDisappeared").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        mass.len(),
+        1,
+        "flaky7890's failing zone loses nothing: {mass:?}"
     );
 
     // The password is rotated at the API: every request is now refused with 401.

@@ -152,7 +152,7 @@ fn three_shards_add_up_to_one_exporter_and_mis_set_shards_alert() {
     wait_ready("Alertmanager", am, &mut [&mut alertmanager]);
     // `for` cut to 10s, not 0s: until Prometheus has scraped every target once, a job
     // looks short of shards, and that must not page.
-    let mut prometheus = start_prometheus_jobs(&dir, &jobs, &alerting_to(am), "10s");
+    let mut prometheus = start_prometheus_jobs(&dir, &jobs, &alerting_to(am), "10s", &[]);
     let prom = listening_address(&mut prometheus, toolkit_address);
     let mut all: Vec<&mut Running> = exporters.iter_mut().collect();
     all.push(&mut alertmanager);

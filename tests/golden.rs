@@ -8,6 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use flexcloud_exporter::api::model::{ImageEntry, ImageProblem};
 use flexcloud_exporter::api::{Code, Endpoint, ErrorKind, ImageType, RequestObserver};
+use flexcloud_exporter::lifecycle::{Lifecycle, Status};
 use flexcloud_exporter::metrics::Metrics;
 use flexcloud_exporter::snapshot::{Inventory, Outcome, Snapshot, ZoneState};
 
@@ -97,6 +98,28 @@ fn snapshot() -> Snapshot {
             last_success: Some(at - Duration::from_secs(600)),
         },
     );
+    snapshot.lifecycle = Lifecycle {
+        transitions: [(
+            (
+                "acme".into(),
+                ImageType::Server,
+                Status::Saving,
+                Status::Active,
+            ),
+            1,
+        )]
+        .into(),
+        appeared: [("acme".into(), 2)].into(),
+        disappeared: [("acme".into(), 1)].into(),
+        saves: vec![(ImageType::Server, 420.0)],
+        dropped: 0,
+        tracked: [("acme".into(), 5)].into(),
+        deleted_since: [(
+            ("acme".into(), "TAMPA".into()),
+            [None, Some(1_800_000_000 - 7_200)],
+        )]
+        .into(),
+    };
     snapshot
 }
 

@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("reload", 1),
     ("api", 2),
     ("snapshot", 3),
+    ("lifecycle", 3),
     ("collector", 4),
     ("metrics", 5),
     ("web", 6),

@@ -33,6 +33,7 @@ pub use process::{EndpointMetrics, encode_scrape_time};
 use crate::api::model::ImageProblem;
 use crate::api::{Code, Endpoint, ImageType, RequestObserver};
 use crate::config::Shard;
+use crate::lifecycle::Status;
 use crate::snapshot::{Snapshot, bounded, bounded_label};
 use crate::timestamp::unix_seconds;
 
@@ -44,6 +45,12 @@ const POLLED: &str = "Collected by a periodic poll of the FlexCloud API (FLEXCLO
 const LATENCY_BUCKETS: [f64; 11] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0];
 
 const ENDPOINTS: [Endpoint; 3] = [Endpoint::Accounts, Endpoint::Zones, Endpoint::ImagesDetail];
+
+/// Save-duration buckets, in seconds: one minute to a day. Saves are seen once per cycle,
+/// so finer buckets than the interval would claim a precision the data does not have.
+const SAVE_BUCKETS: [f64; 11] = [
+    60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0,
+];
 
 impl EncodeLabelValue for Endpoint {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
@@ -71,6 +78,11 @@ struct Lasting {
     invalid_images: BTreeMap<(String, ImageProblem), u64>,
     unusable_ids: BTreeMap<Endpoint, u64>,
     saving_dropped: u64,
+    /// `(account_id, image_type, from, to)`.
+    transitions: BTreeMap<(String, ImageType, Status, Status), u64>,
+    appeared: BTreeMap<String, u64>,
+    disappeared: BTreeMap<String, u64>,
+    lifecycle_dropped: u64,
     /// When a cycle last had each account, so the series of one gone from discovery can go.
     seen: HashMap<String, SystemTime>,
 }
@@ -84,6 +96,9 @@ pub struct Metrics {
     /// One histogram per endpoint, in [`ENDPOINTS`] order: latency per account would cost
     /// 14 series an account and endpoint that nobody reads.
     latency: [Histogram; 3],
+    /// Completed saves by type, in [`ImageType::ALL`] order: per account would be 13
+    /// series an account for a figure read fleet-wide.
+    save_duration: [Histogram; 2],
     /// Most per-image SAVING series in one exposition (`FLEXCLOUD_SAVING_SERIES_LIMIT`).
     saving_limit: usize,
     /// Whether the previous encoding cut SAVING series, so the warning comes once per
@@ -125,6 +140,7 @@ impl Metrics {
         Metrics {
             lasting: Mutex::new(Lasting::default()),
             latency: std::array::from_fn(|_| Histogram::new(LATENCY_BUCKETS)),
+            save_duration: std::array::from_fn(|_| Histogram::new(SAVE_BUCKETS)),
             saving_limit,
             cutting_saving_series: AtomicBool::new(false),
             forget_after: Duration::MAX,
@@ -163,6 +179,10 @@ impl Metrics {
                 // Counted before the copy is taken, so this exposition includes them.
                 self.forget_gone_accounts(&mut lasting, snapshot, now);
                 count_cycle(&mut lasting, snapshot);
+                for (image_type, seconds) in &snapshot.lifecycle.saves {
+                    let index = usize::from(*image_type == ImageType::Server);
+                    self.save_duration[index].observe(*seconds);
+                }
             }
             lasting.clone()
         };
@@ -183,6 +203,7 @@ impl Metrics {
             saving: saving.kept,
             lasting,
             latency: self.latency.clone(),
+            save_duration: self.save_duration.clone(),
             previous_series: self.previous_series.load(Ordering::Relaxed),
             previous_bytes: self.previous_bytes.load(Ordering::Relaxed),
             shard: self.shard,
@@ -222,6 +243,11 @@ impl Metrics {
                 .requests
                 .retain(|(id, _, _), _| id.as_deref() != Some(account.as_str()));
             lasting.invalid_images.retain(|(id, _), _| *id != account);
+            lasting
+                .transitions
+                .retain(|(id, _, _, _), _| *id != account);
+            lasting.appeared.remove(&account);
+            lasting.disappeared.remove(&account);
         }
     }
 
@@ -286,6 +312,20 @@ fn count_cycle(lasting: &mut Lasting, snapshot: &Snapshot) {
     for (endpoint, n) in &snapshot.unusable_ids {
         *lasting.unusable_ids.entry(*endpoint).or_default() += n;
     }
+    let lifecycle = &snapshot.lifecycle;
+    for ((account, image_type, from, to), n) in &lifecycle.transitions {
+        *lasting
+            .transitions
+            .entry((bounded(account), *image_type, *from, *to))
+            .or_default() += n;
+    }
+    for (account, n) in &lifecycle.appeared {
+        *lasting.appeared.entry(bounded(account)).or_default() += n;
+    }
+    for (account, n) in &lifecycle.disappeared {
+        *lasting.disappeared.entry(bounded(account)).or_default() += n;
+    }
+    lasting.lifecycle_dropped += lifecycle.dropped;
 }
 
 /// The SAVING images the cap keeps, and how many it cuts.
@@ -368,6 +408,17 @@ label_set!(ProblemLabels {
 label_set!(AccountLabels {
     account_id: &'a str,
 });
+label_set!(TransitionLabels {
+    account_id: &'a str,
+    image_type: &'static str,
+    from: &'static str,
+    to: &'static str,
+});
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ImageTypeLabels {
+    image_type: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
@@ -425,6 +476,7 @@ struct CycleCollector {
     saving: Vec<SavingKey>,
     lasting: Lasting,
     latency: [Histogram; 3],
+    save_duration: [Histogram; 2],
     previous_series: u64,
     previous_bytes: u64,
     shard: Shard,
@@ -511,6 +563,56 @@ impl CycleCollector {
                     })
                 })
             }),
+        )?;
+        family(
+            encoder,
+            "flexcloud_images_deleted_oldest_seen_age",
+            &help(
+                "Time since the exporter first saw, in DELETED, the oldest image of the account, zone and type that is still DELETED, 0 when none; counted from this exporter's start at the earliest, held while the zone cannot be read",
+            ),
+            seconds,
+            MetricType::Gauge,
+            snapshot
+                .zones
+                .keys()
+                .zip(&zones)
+                .flat_map(|(key, (account, zone, _))| {
+                    let since = snapshot.lifecycle.deleted_since.get(key);
+                    ImageType::ALL
+                        .into_iter()
+                        .enumerate()
+                        .map(move |(index, image_type)| {
+                            let age = since
+                                .and_then(|s| s[index])
+                                .map_or(0.0, |s| (now_s - f64::from(s)).max(0.0));
+                            (
+                                TypeLabels {
+                                    account_id: account,
+                                    zone_id: zone,
+                                    image_type: image_type.as_str(),
+                                },
+                                ConstGauge::new(age),
+                            )
+                        })
+                }),
+        )?;
+        let tracked: Vec<(Cow<'_, str>, u64)> = snapshot
+            .lifecycle
+            .tracked
+            .iter()
+            .map(|(a, n)| (bounded_label(a), *n))
+            .collect();
+        family(
+            encoder,
+            "flexcloud_images_tracked",
+            &help(
+                "Images of the account the exporter follows across cycles, each once whatever its zones (the base of the appeared and disappeared counters)",
+            ),
+            None,
+            MetricType::Gauge,
+            tracked
+                .iter()
+                .map(|(a, n)| (AccountLabels { account_id: a }, ConstGauge::new(*n as i64))),
         )?;
         let mut saving: Vec<(String, String, &crate::snapshot::SavingImage)> = self
             .saving
@@ -747,6 +849,85 @@ impl CycleCollector {
                         histogram.clone(),
                     )
                 }),
+        )?;
+        family(
+            encoder,
+            "flexcloud_image_transitions",
+            "Status changes of images between two successful reads of them, by account, type, from and to (statuses ACTIVE, SAVING, DELETED, OTHER); seen once per collection cycle, so a change and its reversal within one interval are not seen",
+            None,
+            MetricType::Counter,
+            lasting
+                .transitions
+                .iter()
+                .map(|((account, image_type, from, to), n)| {
+                    (
+                        TransitionLabels {
+                            account_id: account,
+                            image_type: image_type.as_str(),
+                            from: from.as_str(),
+                            to: to.as_str(),
+                        },
+                        ConstCounter::new(*n),
+                    )
+                }),
+        )?;
+        family(
+            encoder,
+            "flexcloud_image_save_duration",
+            "Completed saves by image type: time from the image's created to the first cycle that saw it ACTIVE after SAVING. The end is known to within one collection interval (FLEXCLOUD_INTERVAL)",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+            ImageType::ALL
+                .iter()
+                .zip(&self.save_duration)
+                .map(|(image_type, histogram)| {
+                    (
+                        ImageTypeLabels {
+                            image_type: image_type.as_str(),
+                        },
+                        histogram.clone(),
+                    )
+                }),
+        )?;
+        family(
+            encoder,
+            "flexcloud_images_appeared",
+            "Images first seen in a zone of the account whose baseline was set (the first successful read of each zone after the exporter starts is its baseline, not appearances)",
+            None,
+            MetricType::Counter,
+            lasting.appeared.iter().map(|(account, n)| {
+                (
+                    AccountLabels {
+                        account_id: account,
+                    },
+                    ConstCounter::new(*n),
+                )
+            }),
+        )?;
+        family(
+            encoder,
+            "flexcloud_images_disappeared",
+            "Images no longer listed in any zone of the account, counted once every zone they were last seen in was read successfully (a failing zone's images are kept)",
+            None,
+            MetricType::Counter,
+            lasting.disappeared.iter().map(|(account, n)| {
+                (
+                    AccountLabels {
+                        account_id: account,
+                    },
+                    ConstCounter::new(*n),
+                )
+            }),
+        )?;
+        single(
+            encoder,
+            "flexcloud_lifecycle_images_dropped",
+            &format!(
+                "Image sightings not tracked across cycles because the tracker holds its maximum ({} images); counted each cycle such an image is listed",
+                crate::lifecycle::MAX_TRACKED_IMAGES
+            ),
+            None,
+            ConstCounter::new(lasting.lifecycle_dropped),
         )?;
         single(
             encoder,

@@ -246,9 +246,14 @@ pub fn wait_ready(name: &str, addr: SocketAddr, processes: &mut [&mut Running]) 
 }
 
 /// The bundled rules with every `for` cut to `hold` (0s: alerts fire on their first
-/// evaluation).
-pub fn write_fast_rules(dir: &Path, hold: &str) -> PathBuf {
-    let text = fs::read_to_string(repo(RULES)).unwrap_or_else(|e| panic!("{RULES}: {e}"));
+/// evaluation), and each `(from, to)` of `replacements` replaced first (each must occur):
+/// for thresholds that only the passing of real time can reach.
+pub fn write_fast_rules(dir: &Path, hold: &str, replacements: &[(&str, &str)]) -> PathBuf {
+    let mut text = fs::read_to_string(repo(RULES)).unwrap_or_else(|e| panic!("{RULES}: {e}"));
+    for (from, to) in replacements {
+        assert!(text.contains(from), "{RULES} has no {from:?}");
+        text = text.replace(from, to);
+    }
     let mut shortened = 0;
     let fast: Vec<String> = text
         .lines()
@@ -271,18 +276,30 @@ pub fn write_fast_rules(dir: &Path, hold: &str) -> PathBuf {
 /// Prometheus scraping the exporter every second and evaluating the fast rules every
 /// second; `alerting` is appended to its configuration as it is (empty for none).
 pub fn start_prometheus(dir: &Path, exporter: SocketAddr, alerting: &str) -> Running {
-    start_prometheus_jobs(dir, &[(JOB, vec![exporter])], alerting, "0s")
+    start_prometheus_with(dir, exporter, alerting, &[])
 }
 
-/// [`start_prometheus`] with scrape jobs of any name and number of targets, and every
+/// As [`start_prometheus`], with the rules changed by `replacements` (see
+/// [`write_fast_rules`]).
+pub fn start_prometheus_with(
+    dir: &Path,
+    exporter: SocketAddr,
+    alerting: &str,
+    replacements: &[(&str, &str)],
+) -> Running {
+    start_prometheus_jobs(dir, &[(JOB, vec![exporter])], alerting, "0s", replacements)
+}
+
+/// [`start_prometheus_with`] with scrape jobs of any name and number of targets, and every
 /// `for` of the rules cut to `hold`.
 pub fn start_prometheus_jobs(
     dir: &Path,
     jobs: &[(&str, Vec<SocketAddr>)],
     alerting: &str,
     hold: &str,
+    replacements: &[(&str, &str)],
 ) -> Running {
-    let rules = write_fast_rules(dir, hold);
+    let rules = write_fast_rules(dir, hold, replacements);
     let config = dir.join("prometheus.yml");
     let scrape_configs: String = jobs
         .iter()
