@@ -151,7 +151,7 @@ impl Metrics {
         }
     }
 
-    /// The shard exported as `flexcloud_shard_ordinal` and `flexcloud_shard_count`, so that
+    /// The shard exported as `flexcloud_shard_ordinal` and `flexcloud_shards`, so that
     /// replicas which disagree on the count, or a missing one, can be alerted on.
     pub fn in_shard(mut self, shard: Option<Shard>) -> Self {
         self.shard = shard.unwrap_or(Shard { index: 1, count: 1 });
@@ -454,6 +454,20 @@ fn family<L: EncodeLabelSet, M: EncodeMetric>(
         metric.encode(descriptor.encode_family(&labels)?)?;
     }
     Ok(())
+}
+
+/// One counter per account, from a map of account to count.
+fn per_account(
+    counts: &BTreeMap<String, u64>,
+) -> impl Iterator<Item = (AccountLabels<'_>, ConstCounter)> {
+    counts.iter().map(|(account, n)| {
+        (
+            AccountLabels {
+                account_id: account,
+            },
+            ConstCounter::new(*n),
+        )
+    })
 }
 
 /// A metric without labels.
@@ -895,14 +909,7 @@ impl CycleCollector {
             "Images first seen in a zone of the account whose baseline was set (the first successful read of each zone after the exporter starts is its baseline, not appearances)",
             None,
             MetricType::Counter,
-            lasting.appeared.iter().map(|(account, n)| {
-                (
-                    AccountLabels {
-                        account_id: account,
-                    },
-                    ConstCounter::new(*n),
-                )
-            }),
+            per_account(&lasting.appeared),
         )?;
         family(
             encoder,
@@ -910,14 +917,7 @@ impl CycleCollector {
             "Images no longer listed in any zone of the account, counted once every zone they were last seen in was read successfully (a failing zone's images are kept)",
             None,
             MetricType::Counter,
-            lasting.disappeared.iter().map(|(account, n)| {
-                (
-                    AccountLabels {
-                        account_id: account,
-                    },
-                    ConstCounter::new(*n),
-                )
-            }),
+            per_account(&lasting.disappeared),
         )?;
         single(
             encoder,
@@ -1015,7 +1015,7 @@ impl CycleCollector {
         )?;
         single(
             encoder,
-            "flexcloud_shard_count",
+            "flexcloud_shards",
             "The shards M the accounts are split into, of FLEXCLOUD_SHARD=N/M (1 when unsharded); every replica of one job should report the same",
             None,
             ConstGauge::new(i64::from(self.shard.count)),
